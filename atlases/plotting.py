@@ -1,0 +1,81 @@
+"""Surface maps on the inflated fsaverage5: both hemispheres, lateral and medial views."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless by default; notebooks switch back with %matplotlib inline
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+
+from atlases.surface import HEMIS, hemisphere_slices, load_fsaverage5, sulcal_depth
+
+VIEWS = ("lateral", "medial")
+
+
+def plot_surface_map(
+    values: np.ndarray,
+    title: str,
+    *,
+    threshold: float | None = None,
+    vmax: float | None = None,
+    cmap: str = "inferno",
+    label: str = "",
+) -> plt.Figure:
+    """Plot a non-negative vertex map on the inflated fsaverage5.
+
+    Parameters
+    ----------
+    values : ndarray, shape (20484,)
+        One value per vertex (left then right hemisphere); NaN is not shown.
+    title : str
+        Figure title.
+    threshold : float or None
+        Values below it are not shown (None: show all positive values).
+    vmax : float or None
+        Top of the colour scale (None: the 99th percentile of shown values).
+    cmap : str
+        Matplotlib colormap.
+    label : str
+        Colour-bar label (units).
+
+    Returns
+    -------
+    Figure
+        Four panels (left/right hemisphere x lateral/medial) and a colour bar.
+    """
+    from nilearn.plotting import plot_surf_stat_map
+
+    values = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0)
+    if values.shape != (20484,):
+        raise ValueError(f"Expected one value per fsaverage5 vertex (20484,), got shape {values.shape}.")
+    thr = 0.0 if threshold is None else float(threshold)
+    shown = values[values > thr]
+    top = vmax if vmax is not None else (np.percentile(shown, 99) if shown.size else 1.0)
+    top = max(float(top), thr + 1e-6)
+    values = np.where(values > thr, np.minimum(values, top), 0.0)
+
+    mesh = load_fsaverage5()["inflated"]
+    sulc = sulcal_depth()
+    fig = plt.figure(figsize=(10, 6.2))
+    for row, view in enumerate(VIEWS):
+        for col, hemi in enumerate(HEMIS):
+            ax = fig.add_axes([0.0 + col * 0.44, 0.46 - row * 0.45, 0.44, 0.46], projection="3d")
+            part = hemisphere_slices()[hemi]
+            plot_surf_stat_map(
+                surf_mesh=mesh.parts[hemi], stat_map=values[part], hemi=hemi, view=view,
+                bg_map=sulc[part], axes=ax, figure=fig, colorbar=False, cmap=cmap,
+                threshold=thr if thr > 0 else 1e-12, vmin=0.0, vmax=top, symmetric_cbar=False,
+            )
+            ax.set_box_aspect(None, zoom=1.45)
+            ax.set_title(f"{hemi} {view}", fontsize=11, y=0.9)
+    cax = fig.add_axes([0.9, 0.2, 0.022, 0.58])
+    bar = fig.colorbar(ScalarMappable(norm=Normalize(0.0, top), cmap=cmap), cax=cax)
+    bar.set_label(label, fontsize=11)
+    bar.ax.tick_params(labelsize=9)
+    caption = f"{title}" + (f"  (shown: > {thr:.3g})" if thr > 0 else "")
+    fig.suptitle(caption, fontsize=14, y=0.975)
+    return fig

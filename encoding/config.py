@@ -1,0 +1,213 @@
+"""Pipeline configuration: nested dataclasses read from and written to TOML.
+
+Every option has a default, so a config file only needs what it changes. Unknown keys are
+errors (a typo must not silently fall back to a default). ``brain2music demo`` writes the config
+it used, to copy and edit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tomli_w
+
+from encoding.design import DEFAULT_DELAYS
+from encoding.simulation.experiment import SimulationConfig
+
+DATA_SOURCES = ("simulation",)
+BACKENDS = ("auto", "numpy", "torch", "torch_cuda")
+
+
+@dataclass
+class DataConfig:
+    """Where the responses come from.
+
+    Attributes
+    ----------
+    source : {"simulation"}
+        The built-in simulated experiment (real-data loaders add their sources here).
+    simulation : SimulationConfig
+        Used when ``source = "simulation"``.
+    """
+
+    source: str = "simulation"
+    simulation: SimulationConfig = field(default_factory=SimulationConfig)
+
+    def __post_init__(self) -> None:
+        if self.source not in DATA_SOURCES:
+            raise ValueError(f"data.source must be one of {DATA_SOURCES}, got {self.source!r}.")
+
+
+@dataclass
+class FeaturesConfig:
+    """Feature spaces to fit.
+
+    Attributes
+    ----------
+    spaces : list of str
+        Registered feature-space names (``brain2music spaces`` lists them).
+    params : dict of str to dict
+        Extractor parameters per space, e.g. ``{caption = {model = "lsa"}}``.
+    """
+
+    spaces: list[str] = field(default_factory=lambda: ["logmel", "modulation", "caption"])
+    params: dict[str, dict] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from encoding.features import available_spaces
+
+        if not self.spaces:
+            raise ValueError("features.spaces is empty; name at least one feature space.")
+        unknown = [s for s in list(self.spaces) + list(self.params) if s not in available_spaces()]
+        if unknown:
+            raise ValueError(f"Unknown feature space(s) {unknown}. Available: {', '.join(available_spaces())}.")
+        if len(set(self.spaces)) != len(self.spaces):
+            raise ValueError(f"features.spaces lists a space twice: {self.spaces}.")
+
+
+@dataclass
+class DesignConfig:
+    """Design matrices.
+
+    Attributes
+    ----------
+    delays : list of int
+        FIR delays in TRs (default 1-4: 1.5-6 s at TR 1.5 s).
+    """
+
+    delays: list[int] = field(default_factory=lambda: list(DEFAULT_DELAYS))
+
+    def __post_init__(self) -> None:
+        if not self.delays or any(int(d) != d for d in self.delays):
+            raise ValueError(f"design.delays must be a non-empty list of integers (TRs), got {self.delays}.")
+
+
+@dataclass
+class ModelConfig:
+    """Banded ridge fit (see :class:`encoding.model.BandedRidgeEncoder`).
+
+    Attributes
+    ----------
+    alpha_min, alpha_max : float
+        Range of the log-spaced regularisation grid.
+    n_alphas : int
+        Grid size.
+    n_iter : int
+        Band-weight candidates of the random search.
+    concentration : list of float
+        Dirichlet concentrations of the random search.
+    backend : {"auto", "numpy", "torch", "torch_cuda"}
+        himalaya backend (``auto``: torch when installed).
+    n_targets_batch : int
+        Vertices solved at once (memory bound).
+    random_state : int
+        Seed of the random search.
+    """
+
+    alpha_min: float = 1e-2
+    alpha_max: float = 1e8
+    n_alphas: int = 21
+    n_iter: int = 20
+    concentration: list[float] = field(default_factory=lambda: [0.1, 1.0])
+    backend: str = "auto"
+    n_targets_batch: int = 4096
+    random_state: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.alpha_min < self.alpha_max:
+            raise ValueError(f"Need 0 < model.alpha_min < model.alpha_max, got {self.alpha_min}, {self.alpha_max}.")
+        if self.n_alphas < 1 or self.n_iter < 1 or self.n_targets_batch < 1:
+            raise ValueError("model.n_alphas, model.n_iter and model.n_targets_batch must be at least 1.")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"model.backend must be one of {BACKENDS}, got {self.backend!r}.")
+
+    @property
+    def alphas(self) -> np.ndarray:
+        """The regularisation grid."""
+        return np.logspace(np.log10(self.alpha_min), np.log10(self.alpha_max), self.n_alphas)
+
+
+@dataclass
+class OutputConfig:
+    """What gets written.
+
+    Attributes
+    ----------
+    figures : bool
+        Render surface maps (needs an fsaverage5 experiment).
+    map_threshold : float
+        Display threshold of the R^2 maps (a visual threshold, not a significance test).
+    dpi : int
+        Figure resolution.
+    """
+
+    figures: bool = True
+    map_threshold: float = 0.05
+    dpi: int = 110
+
+
+@dataclass
+class PipelineConfig:
+    """All options of a brain2music run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    design: DesignConfig = field(default_factory=DesignConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> PipelineConfig:
+        """Build from nested dicts; unknown keys raise ValueError naming them."""
+        return _from_dict(cls, values, "")
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> PipelineConfig:
+        """Read a TOML config file."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"Config file {path} does not exist.")
+        try:
+            values = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as err:
+            raise ValueError(f"{path} is not valid TOML: {err}") from None
+        try:
+            return cls.from_dict(values)
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"{path}: {err}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dicts (TOML- and JSON-serialisable)."""
+        return dataclasses.asdict(self)
+
+    def to_toml(self) -> str:
+        """The config as TOML text."""
+        return tomli_w.dumps(self.to_dict())
+
+
+def _from_dict(cls: type, values: dict[str, Any], where: str):
+    if not isinstance(values, dict):
+        raise ValueError(f"[{where or 'config'}] must be a table, got {values!r}.")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(
+            f"Unknown option(s) {', '.join(where + k for k in unknown)}; "
+            f"valid keys{' of [' + where.rstrip('.') + ']' if where else ''}: {', '.join(fields)}."
+        )
+    kwargs = {}
+    for name, value in values.items():
+        default = fields[name].default_factory() if fields[name].default_factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(default):
+            kwargs[name] = _from_dict(type(default), value, f"{where}{name}.")
+        else:
+            kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        raise ValueError(f"[{where.rstrip('.') or 'config'}]: {err}") from None

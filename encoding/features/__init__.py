@@ -1,0 +1,17 @@
+"""Feature spaces: extractors that turn clips into feature time series, and their registry.
+
+Importing this package registers the built-in spaces: ``logmel``, ``modulation`` (acoustic) and
+``caption`` (text).
+"""
+
+from encoding.features import acoustic, text  # noqa: F401  (registration)
+from encoding.features.base import (
+    AudioExtractor,
+    FeatureExtractor,
+    FeatureFrames,
+    available_spaces,
+    get_extractor,
+    register,
+)
+
+__all__ = ["AudioExtractor", "FeatureExtractor", "FeatureFrames", "available_spaces", "get_extractor", "register"]

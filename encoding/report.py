@@ -1,0 +1,174 @@
+"""Outputs of a pipeline run: arrays, summary, figures and a Markdown report.
+
+``write_outputs(run, out)`` writes, each file atomically:
+
+===========================  ==========================================================================
+``config.toml``              the configuration used (copy and edit it for ``brain2music fit``)
+``results.npz``              per-vertex arrays (see :class:`encoding.pipeline.EncodingResults`);
+                             simulations add ``planted_share`` (n_bands, n_vertices)
+``figures/test_r2.png``      test R^2 on the inflated fsaverage5
+``figures/split_r2_*.png``   each feature space's share of the test R^2
+``figures/planted_share.png``the simulation's planted signal share (simulations only)
+``report.md``                numbers and figures for a person to read
+``summary.json``             numbers, sizes, timings and provenance; written last
+===========================  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from encoding.io import provenance, save_figure, write_arrays, write_json, write_text
+from encoding.scoring import recovery_metrics
+
+
+def summarize(run) -> dict:
+    """The numbers of a pipeline run, as a JSON-ready dict."""
+    res, design, exp, cfg = run.results, run.design, run.experiment, run.config
+    thr = cfg.output.map_threshold
+    above = res.test_r2 > thr
+    best_band = np.nan_to_num(res.split_r2, nan=-np.inf).argmax(axis=0)
+    summary = {
+        "data": {
+            "subject": exp.subject, "source": cfg.data.source, "space": exp.space,
+            "n_vertices": exp.n_vertices, "tr_s": exp.tr, "n_clips": len(exp.clips.table),
+            "n_train_runs": len(design.train_run_ids), "n_train_trs": int(design.X_train.shape[0]),
+            "n_test_runs": len(design.test_run_ids), "n_test_trs": int(design.X_test.shape[0]),
+            "n_test_repeats": None if design.Y_test_repeats is None else int(design.Y_test_repeats.shape[0]),
+        },
+        "features": {name: int(sl.stop - sl.start) // len(design.delays) for name, sl in design.bands.items()},
+        "design": {"delays_tr": list(design.delays), "n_features": int(design.X_train.shape[1])},
+        "model": {
+            "estimator": "BandedRidgeEncoder (himalaya MultipleKernelRidgeCV, random search)",
+            "cv": f"leave-one-run-out over {len(design.train_run_ids)} training runs",
+            "n_iter": cfg.model.n_iter, "alphas": [float(a) for a in cfg.model.alphas],
+        },
+        "scores": {
+            "map_threshold_r2": thr,
+            "test_r2_mean": float(np.nanmean(res.test_r2)),
+            "test_r2_max": float(np.nanmax(res.test_r2)),
+            "test_r_max": float(np.nanmax(res.test_r)),
+            "n_vertices_above_threshold": int(above.sum()),
+            "test_r2_mean_above_threshold": float(res.test_r2[above].mean()) if above.any() else None,
+            "bands": {
+                name: {
+                    "split_r2_mean_above_threshold": float(res.split_r2[k, above].mean()) if above.any() else None,
+                    "n_vertices_best_above_threshold": int((best_band[above] == k).sum()),
+                    "median_alpha_above_threshold": float(np.median(res.best_alphas[k, above])) if above.any() else None,
+                }
+                for k, name in enumerate(res.band_names)
+            },
+        },
+    }
+    if run.truth is not None:
+        summary["recovery"] = recovery_metrics(res.test_r2, res.split_r2, planted_share(run))
+        summary["recovery"]["noise"] = run.truth.noise
+        summary["recovery"]["snr_peak"] = run.truth.snr_peak
+    summary["timings_s"] = dict(run.timings)
+    summary["provenance"] = provenance(cfg.to_dict())
+    return summary
+
+
+def planted_share(run) -> np.ndarray:
+    """The simulation's planted shares, rows in the fitted band order (zeros for unplanted bands)."""
+    truth = run.truth
+    rows = {name: truth.signal_share[i] for i, name in enumerate(truth.band_names)}
+    zeros = np.zeros(run.experiment.n_vertices, dtype=np.float32)
+    extra = [n for n in truth.band_names if n not in run.results.band_names]
+    if extra:
+        raise ValueError(
+            f"The simulation planted spaces {extra} that the fit does not include; "
+            "recovery can only be scored when every planted space is fitted."
+        )
+    return np.stack([rows.get(name, zeros) for name in run.results.band_names])
+
+
+def make_figures(run, out: Path) -> dict[str, str]:
+    """Surface maps of the test R^2, each band's split R^2 and (simulations) the planted shares."""
+    from atlases.plotting import plot_surface_map
+
+    res, cfg = run.results, run.config.output
+    thr = cfg.map_threshold
+    vmax = max(float(np.nanpercentile(res.test_r2, 99.9)), thr * 2)
+    maps = {"test_r2": (res.test_r2, "Test R² (held-out runs, repeats averaged)", "R²", "inferno")}
+    for k, name in enumerate(res.band_names):
+        maps[f"split_r2_{name}"] = (res.split_r2[k], f"Split R²: {name}", "R² share", "viridis")
+    if run.truth is not None:
+        maps["planted_share"] = (planted_share(run).sum(axis=0), "Planted signal share (ground truth)",
+                                 "share of variance", "magma")
+    files = {}
+    for key, (values, title, label, cmap) in maps.items():
+        top = float(np.nanmax(values)) if key == "planted_share" else vmax
+        fig = plot_surface_map(values, title, threshold=None if key == "planted_share" else thr,
+                               vmax=top, cmap=cmap, label=label)
+        files[key] = str(save_figure(fig, out / "figures" / f"{key}.png", dpi=cfg.dpi).relative_to(out))
+    return files
+
+
+def markdown_report(summary: dict, figures: dict[str, str]) -> str:
+    """A short human-readable report of a run."""
+    d, s, m = summary["data"], summary["scores"], summary["model"]
+    lines = [
+        f"# brain2music encoding report: {d['subject']} ({d['source']})",
+        "",
+        f"{d['n_vertices']:,} vertices ({d['space']}), TR {d['tr_s']} s, {d['n_clips']} clips. "
+        f"Training: {d['n_train_runs']} runs, {d['n_train_trs']} TRs; test: {d['n_test_runs']} runs "
+        f"({d['n_test_trs']} TRs after averaging {d['n_test_repeats']} repeats).",
+        "",
+        f"Feature spaces (dimensions): {', '.join(f'{k} ({v})' for k, v in summary['features'].items())}; "
+        f"FIR delays {summary['design']['delays_tr']} TRs. Model: {m['estimator']}, {m['cv']}, "
+        f"{m['n_iter']} band-weight candidates, alphas {m['alphas'][0]:.0e} to {m['alphas'][-1]:.0e}.",
+        "",
+        "## Scores on held-out test runs",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        f"| mean test R² (all vertices) | {s['test_r2_mean']:.4f} |",
+        f"| max test R² / max r | {s['test_r2_max']:.3f} / {s['test_r_max']:.3f} |",
+        f"| vertices with R² > {s['map_threshold_r2']} | {s['n_vertices_above_threshold']:,} |",
+    ]
+    if s["test_r2_mean_above_threshold"] is not None:
+        lines.append(f"| mean R² of those vertices | {s['test_r2_mean_above_threshold']:.3f} |")
+    lines += ["", "| feature space | mean split R² (vertices above threshold) | vertices where it is best | median alpha |",
+              "|---|---|---|---|"]
+    for name, b in s["bands"].items():
+        fmt = (lambda v, f: "n/a" if v is None else format(v, f))
+        lines.append(f"| {name} | {fmt(b['split_r2_mean_above_threshold'], '.4f')} | "
+                     f"{b['n_vertices_best_above_threshold']:,} | {fmt(b['median_alpha_above_threshold'], '.3g')} |")
+    if "recovery" in summary:
+        r = summary["recovery"]
+        lines += ["", "## Ground-truth recovery (simulation)", "",
+                  f"- AUC of test R², signal vs non-signal vertices: **{r['auc']:.3f}** ({r['n_signal']} signal vertices)",
+                  f"- band accuracy (largest split R² = planted dominant space): **{r['band_accuracy']:.3f}**",
+                  f"- noise: {r['noise']}; peak SNR (variance ratio, one presentation): {r['snr_peak']:.2f}"]
+    lines += ["", "## Maps", "", "Thresholds are display thresholds, not significance tests.", ""]
+    lines += [f"![{key}]({path})\n" for key, path in figures.items()]
+    t = summary["timings_s"]
+    lines += ["## Timings (s)", "", ", ".join(f"{k} {v:.1f}" for k, v in t.items()), "",
+              f"Versions: {', '.join(f'{k} {v}' for k, v in summary['provenance']['versions'].items())}.", ""]
+    return "\n".join(lines)
+
+
+def write_outputs(run, out: Path) -> dict:
+    """Write every output of a run into ``out`` (see the module docstring); return the summary."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    write_text(out / "config.toml", run.config.to_toml())
+    arrays = run.results.arrays()
+    if run.truth is not None:
+        arrays["planted_share"] = planted_share(run)
+    write_arrays(out / "results.npz", **arrays)
+    summary = summarize(run)
+    figures = make_figures(run, out) if run.config.output.figures and run.experiment.space == "fsaverage5" else {}
+    timings = summary["timings_s"]
+    timings["outputs"] = round(time.perf_counter() - start, 3)
+    timings["total"] = round(sum(timings.values()), 3)
+    summary["files"] = {"config": "config.toml", "results": "results.npz", "report": "report.md",
+                        "figures": figures}
+    write_text(out / "report.md", markdown_report(summary, figures))
+    write_json(out / "summary.json", summary)
+    return summary
