@@ -33,7 +33,7 @@ AUDITORY_LANDMARKS = {
         # planum temporale, posterior to HG (Griffiths & Warren 2002)
         Landmark("PT", "planum temporale", (-52, -32, 10), (55, -28, 11), 10.0),
         # anterior superior temporal gyrus (music and voice selectivity, Norman-Haignere et al. 2015)
-        Landmark("aSTG", "anterior superior temporal gyrus", (-56, -6, -4), (58, -2, -6), 12.0),
+        Landmark("aSTG", "anterior superior temporal gyrus", (-56, -6, -4), (58, -2, -6), 10.0),
         # middle superior temporal sulcus (semantic and speech-like processing)
         Landmark("mSTS", "middle superior temporal sulcus", (-56, -28, -4), (56, -24, -6), 12.0),
     )

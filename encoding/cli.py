@@ -61,7 +61,8 @@ def _print_done(out: Path, run) -> None:
     print(f"Wrote {out}/: report.md, summary.json, results.npz, config.toml, figures/")
     if "recovery" in summary:
         r = summary["recovery"]
-        print(f"recovery: AUC {r['auc']:.3f}, band accuracy {r['band_accuracy']:.3f}")
+        accuracy = "n/a" if r["band_accuracy"] is None else f"{r['band_accuracy']:.3f}"
+        print(f"recovery: AUC {r['auc']:.3f}, band accuracy {accuracy}")
     print(f"time: {summary['timings_s']['total']:.1f} s")
 
 

@@ -14,7 +14,7 @@ from sklearn.model_selection import LeaveOneGroupOut
 from sklearn.pipeline import make_pipeline
 from sklearn.utils.validation import check_is_fitted
 
-DEFAULT_ALPHAS = np.logspace(-2, 8, 21)
+DEFAULT_ALPHAS = tuple(np.logspace(-2, 8, 21).tolist())
 
 
 def resolve_backend(backend: str) -> str:
@@ -131,6 +131,7 @@ class BandedRidgeEncoder(RegressorMixin, BaseEstimator):
         self.best_alphas_ = np.exp(-self.deltas_)
         self.cv_scores_ = backend.to_numpy(solver.cv_scores_).astype(np.float32)
         self.band_names_ = list(self.bands)
+        self.n_features_in_ = X.shape[1]
         return self
 
     def predict(self, X: np.ndarray, split: bool = False) -> np.ndarray:
@@ -175,11 +176,8 @@ class BandedRidgeEncoder(RegressorMixin, BaseEstimator):
         if X.ndim != 2:
             raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}.")
         n_features = max(s.stop for s in self.bands.values())
-        if hasattr(self, "n_features_in_") and X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {X.shape[1]} features but the model was fitted on {self.n_features_in_}.")
         if X.shape[1] != n_features:
             raise ValueError(f"X has {X.shape[1]} features but the bands cover {n_features}.")
         if not np.isfinite(X).all():
             raise ValueError("X contains NaN or inf values.")
-        self.n_features_in_ = X.shape[1]
         return X

@@ -5,7 +5,8 @@
 ===========================  ==========================================================================
 ``config.toml``              the configuration used (copy and edit it for ``brain2music fit``)
 ``results.npz``              per-vertex arrays (see :class:`encoding.pipeline.EncodingResults`);
-                             simulations add ``planted_share`` (n_bands, n_vertices)
+                             simulations add ``planted_share`` (n_planted, n_vertices) and
+                             ``planted_spaces``
 ``figures/test_r2.png``      test R^2 on the inflated fsaverage5
 ``figures/split_r2_*.png``   each feature space's share of the test R^2
 ``figures/planted_share.png``the simulation's planted signal share (simulations only)
@@ -64,26 +65,21 @@ def summarize(run) -> dict:
         },
     }
     if run.truth is not None:
-        summary["recovery"] = recovery_metrics(res.test_r2, res.split_r2, planted_share(run))
-        summary["recovery"]["noise"] = run.truth.noise
-        summary["recovery"]["snr_peak"] = run.truth.snr_peak
+        summary["recovery"] = recovery(run)
     summary["timings_s"] = dict(run.timings)
     summary["provenance"] = provenance(cfg.to_dict())
     return summary
 
 
-def planted_share(run) -> np.ndarray:
-    """The simulation's planted shares, rows in the fitted band order (zeros for unplanted bands)."""
-    truth = run.truth
-    rows = {name: truth.signal_share[i] for i, name in enumerate(truth.band_names)}
-    zeros = np.zeros(run.experiment.n_vertices, dtype=np.float32)
-    extra = [n for n in truth.band_names if n not in run.results.band_names]
-    if extra:
-        raise ValueError(
-            f"The simulation planted spaces {extra} that the fit does not include; "
-            "recovery can only be scored when every planted space is fitted."
-        )
-    return np.stack([rows.get(name, zeros) for name in run.results.band_names])
+def recovery(run) -> dict:
+    """Ground-truth recovery of a simulated run (band accuracy only when every planted space is fitted)."""
+    truth, res = run.truth, run.results
+    missing = [name for name in truth.band_names if name not in res.band_names]
+    split = None if missing else res.split_r2[[res.band_names.index(n) for n in truth.band_names]]
+    metrics = recovery_metrics(res.test_r2, split, truth.signal_share)
+    metrics.update(noise=truth.noise, snr_peak=truth.snr_peak, planted_spaces=truth.band_names,
+                   unfitted_planted_spaces=missing)
+    return metrics
 
 
 def make_figures(run, out: Path) -> dict[str, str]:
@@ -97,7 +93,7 @@ def make_figures(run, out: Path) -> dict[str, str]:
     for k, name in enumerate(res.band_names):
         maps[f"split_r2_{name}"] = (res.split_r2[k], f"Split R²: {name}", "R² share", "viridis")
     if run.truth is not None:
-        maps["planted_share"] = (planted_share(run).sum(axis=0), "Planted signal share (ground truth)",
+        maps["planted_share"] = (run.truth.signal_share.sum(axis=0), "Planted signal share (ground truth)",
                                  "share of variance", "magma")
     files = {}
     for key, (values, title, label, cmap) in maps.items():
@@ -142,7 +138,9 @@ def markdown_report(summary: dict, figures: dict[str, str]) -> str:
         r = summary["recovery"]
         lines += ["", "## Ground-truth recovery (simulation)", "",
                   f"- AUC of test R², signal vs non-signal vertices: **{r['auc']:.3f}** ({r['n_signal']} signal vertices)",
-                  f"- band accuracy (largest split R² = planted dominant space): **{r['band_accuracy']:.3f}**",
+                  "- band accuracy (largest split R² = planted dominant space): " + (
+                      f"**{r['band_accuracy']:.3f}**" if r["band_accuracy"] is not None
+                      else f"not defined: planted spaces {r['unfitted_planted_spaces']} are not fitted"),
                   f"- noise: {r['noise']}; peak SNR (variance ratio, one presentation): {r['snr_peak']:.2f}"]
     lines += ["", "## Maps", "", "Thresholds are display thresholds, not significance tests.", ""]
     lines += [f"![{key}]({path})\n" for key, path in figures.items()]
@@ -160,7 +158,8 @@ def write_outputs(run, out: Path) -> dict:
     write_text(out / "config.toml", run.config.to_toml())
     arrays = run.results.arrays()
     if run.truth is not None:
-        arrays["planted_share"] = planted_share(run)
+        arrays["planted_share"] = run.truth.signal_share
+        arrays["planted_spaces"] = np.array(run.truth.band_names)
     write_arrays(out / "results.npz", **arrays)
     summary = summarize(run)
     figures = make_figures(run, out) if run.config.output.figures and run.experiment.space == "fsaverage5" else {}

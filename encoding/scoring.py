@@ -40,15 +40,18 @@ def correlation_score(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
         return ((a * b).sum(axis=0) / np.sqrt((a**2).sum(axis=0) * (b**2).sum(axis=0))).astype(np.float32)
 
 
-def recovery_metrics(r2: np.ndarray, split_r2: np.ndarray, signal_share: np.ndarray) -> dict[str, float]:
+def recovery_metrics(
+    r2: np.ndarray, split_r2: np.ndarray | None, signal_share: np.ndarray
+) -> dict[str, float | int | None]:
     """How well an encoding fit recovers a simulation's planted ground truth.
 
     Parameters
     ----------
     r2 : ndarray, shape (n_vertices,)
         Test R^2.
-    split_r2 : ndarray, shape (n_bands, n_vertices)
-        Each band's share of the test R^2.
+    split_r2 : ndarray, shape (n_bands, n_vertices) or None
+        Each fitted band's share of the test R^2, rows in the order of ``signal_share``'s rows;
+        None when the fit does not include every planted band.
     signal_share : ndarray, shape (n_bands, n_vertices)
         Planted share of response variance driven by each band (0 where none).
 
@@ -57,16 +60,18 @@ def recovery_metrics(r2: np.ndarray, split_r2: np.ndarray, signal_share: np.ndar
     dict
         ``auc``: ROC AUC of test R^2 separating signal vertices (any planted share) from the rest;
         ``band_accuracy``: fraction of signal vertices whose largest split R^2 is the band with the
-        largest planted share; ``n_signal``: number of signal vertices.
+        largest planted share (None without ``split_r2``); ``n_signal``: number of signal vertices.
     """
     signal = signal_share.sum(axis=0) > 0
     if signal.all() or not signal.any():
         raise ValueError("Recovery needs both signal and non-signal vertices.")
-    score = np.nan_to_num(r2, nan=-np.inf)
-    auc = roc_auc_score(signal, score)
-    planted = signal_share[:, signal].argmax(axis=0)
-    found = np.nan_to_num(split_r2[:, signal], nan=-np.inf).argmax(axis=0)
-    return {"auc": float(auc), "band_accuracy": float((planted == found).mean()), "n_signal": int(signal.sum())}
+    auc = roc_auc_score(signal, np.nan_to_num(r2, nan=-np.inf))
+    accuracy = None
+    if split_r2 is not None:
+        planted = signal_share[:, signal].argmax(axis=0)
+        found = np.nan_to_num(split_r2[:, signal], nan=-np.inf).argmax(axis=0)
+        accuracy = float((planted == found).mean())
+    return {"auc": float(auc), "band_accuracy": accuracy, "n_signal": int(signal.sum())}
 
 
 def _check_pair(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

