@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import matplotlib
 
 matplotlib.use("Agg")  # headless by default; notebooks switch back with %matplotlib inline
@@ -9,7 +11,8 @@ matplotlib.use("Agg")  # headless by default; notebooks switch back with %matplo
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
+from matplotlib.colors import ListedColormap, Normalize
+from matplotlib.patches import Patch
 
 from atlases.surface import HEMIS, hemisphere_slices, load_fsaverage5, sulcal_depth
 
@@ -58,6 +61,62 @@ def plot_surface_map(
     top = max(float(top), thr + 1e-6)
     values = np.where(values > thr, np.minimum(values, top), 0.0)
 
+    fig = _four_views(
+        lambda ax, hemi, view, part, mesh, sulc: plot_surf_stat_map(
+            surf_mesh=mesh, stat_map=values[part], hemi=hemi, view=view, bg_map=sulc, axes=ax,
+            figure=ax.figure, colorbar=False, cmap=cmap, threshold=thr if thr > 0 else 1e-12,
+            vmin=0.0, vmax=top, symmetric_cbar=False,
+        )
+    )
+    cax = fig.add_axes([0.9, 0.2, 0.022, 0.58])
+    bar = fig.colorbar(ScalarMappable(norm=Normalize(0.0, top), cmap=cmap), cax=cax)
+    bar.set_label(label, fontsize=11)
+    bar.ax.tick_params(labelsize=9)
+    caption = f"{title}" + (f"  (shown: > {thr:.3g})" if thr > 0 else "")
+    fig.suptitle(caption, fontsize=14, y=0.975)
+    return fig
+
+
+def plot_surface_labels(labels: np.ndarray, names: Sequence[str], title: str) -> plt.Figure:
+    """Plot a categorical vertex map (e.g. the best feature space per vertex).
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (20484,)
+        ``k`` (1-based) shows category ``names[k - 1]``; 0 is not shown.
+    names : sequence of str
+        Category names, for the legend.
+    title : str
+
+    Returns
+    -------
+    Figure
+    """
+    from nilearn.plotting import plot_surf_roi
+
+    labels = np.asarray(labels)
+    if labels.shape != (20484,):
+        raise ValueError(f"Expected one label per fsaverage5 vertex (20484,), got shape {labels.shape}.")
+    if labels.min() < 0 or labels.max() > len(names):
+        raise ValueError(f"Labels must lie in 0..{len(names)} (0: not shown).")
+    colors = plt.get_cmap("tab10").colors[: len(names)]
+    cmap = ListedColormap(colors)
+    fig = _four_views(
+        lambda ax, hemi, view, part, mesh, sulc: plot_surf_roi(
+            surf_mesh=mesh, roi_map=labels[part].astype(float), hemi=hemi, view=view, bg_map=sulc,
+            axes=ax, figure=ax.figure, colorbar=False, cmap=cmap, vmin=1, vmax=max(len(names), 2),
+            avg_method="median", threshold=0.5,
+        )
+    )
+    counts = np.bincount(labels, minlength=len(names) + 1)[1:]
+    handles = [Patch(color=c, label=f"{n} ({k:,} vertices)") for c, n, k in zip(colors, names, counts)]
+    fig.legend(handles=handles, loc="center right", fontsize=11, frameon=False)
+    fig.suptitle(title, fontsize=14, y=0.975)
+    return fig
+
+
+def _four_views(draw) -> plt.Figure:
+    """A figure with left/right x lateral/medial inflated views; ``draw(ax, hemi, view, part, mesh, sulc)`` fills each."""
     mesh = load_fsaverage5()["inflated"]
     sulc = sulcal_depth()
     fig = plt.figure(figsize=(10, 6.2))
@@ -65,17 +124,7 @@ def plot_surface_map(
         for col, hemi in enumerate(HEMIS):
             ax = fig.add_axes([0.0 + col * 0.44, 0.46 - row * 0.45, 0.44, 0.46], projection="3d")
             part = hemisphere_slices()[hemi]
-            plot_surf_stat_map(
-                surf_mesh=mesh.parts[hemi], stat_map=values[part], hemi=hemi, view=view,
-                bg_map=sulc[part], axes=ax, figure=fig, colorbar=False, cmap=cmap,
-                threshold=thr if thr > 0 else 1e-12, vmin=0.0, vmax=top, symmetric_cbar=False,
-            )
+            draw(ax, hemi, view, part, mesh.parts[hemi], sulc[part])
             ax.set_box_aspect(None, zoom=1.45)
             ax.set_title(f"{hemi} {view}", fontsize=11, y=0.9)
-    cax = fig.add_axes([0.9, 0.2, 0.022, 0.58])
-    bar = fig.colorbar(ScalarMappable(norm=Normalize(0.0, top), cmap=cmap), cax=cax)
-    bar.set_label(label, fontsize=11)
-    bar.ax.tick_params(labelsize=9)
-    caption = f"{title}" + (f"  (shown: > {thr:.3g})" if thr > 0 else "")
-    fig.suptitle(caption, fontsize=14, y=0.975)
     return fig

@@ -8,6 +8,7 @@ import platform
 
 def machine_info() -> str:
     """CPU, cores, memory, BLAS libraries and thread counts, and the OpenBLAS variables that slow numpy."""
+    import numpy  # noqa: F401  (load the BLAS before asking which one)
     from threadpoolctl import threadpool_info
 
     lines = [f"machine: {platform.platform()} | python {platform.python_version()} | {os.cpu_count()} CPUs"]

@@ -164,9 +164,9 @@ def delay(X: np.ndarray, delays: Sequence[int]) -> np.ndarray:
     out = np.zeros((n, X.shape[1] * len(delays)), dtype=X.dtype)
     for k, d in enumerate(delays):
         cols = slice(k * X.shape[1], (k + 1) * X.shape[1])
-        if d >= 0:
-            out[d:, cols] = X[: n - d] if d < n else 0
-        else:
+        if 0 <= d < n:
+            out[d:, cols] = X[: n - d]
+        elif -n < d < 0:
             out[:d, cols] = X[-d:]
     return out
 

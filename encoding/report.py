@@ -9,6 +9,7 @@
                              ``planted_spaces``
 ``figures/test_r2.png``      test R^2 on the inflated fsaverage5
 ``figures/split_r2_*.png``   each feature space's share of the test R^2
+``figures/best_space.png``   the space with the largest split R^2 where the test R^2 passes the threshold
 ``figures/planted_share.png``the simulation's planted signal share (simulations only)
 ``report.md``                numbers and figures for a person to read
 ``summary.json``             numbers, sizes, timings and provenance; written last
@@ -84,7 +85,7 @@ def recovery(run) -> dict:
 
 def make_figures(run, out: Path) -> dict[str, str]:
     """Surface maps of the test R^2, each band's split R^2 and (simulations) the planted shares."""
-    from atlases.plotting import plot_surface_map
+    from atlases.plotting import plot_surface_labels, plot_surface_map
 
     res, cfg = run.results, run.config.output
     thr = cfg.map_threshold
@@ -96,6 +97,10 @@ def make_figures(run, out: Path) -> dict[str, str]:
         maps["planted_share"] = (run.truth.signal_share.sum(axis=0), "Planted signal share (ground truth)",
                                  "share of variance", "magma")
     files = {}
+    best = np.nan_to_num(res.split_r2, nan=-np.inf).argmax(axis=0) + 1
+    fig = plot_surface_labels(np.where(res.test_r2 > thr, best, 0), res.band_names,
+                              f"Best feature space (largest split R², where test R² > {thr:.3g})")
+    files["best_space"] = str(save_figure(fig, out / "figures" / "best_space.png", dpi=cfg.dpi).relative_to(out))
     for key, (values, title, label, cmap) in maps.items():
         top = float(np.nanmax(values)) if key == "planted_share" else vmax
         fig = plot_surface_map(values, title, threshold=None if key == "planted_share" else thr,

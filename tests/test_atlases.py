@@ -2,7 +2,10 @@
 
 import numpy as np
 
+import pytest
+
 from atlases import AUDITORY_LANDMARKS, auditory_rois, coordinates, plot_surface_map
+from atlases.plotting import plot_surface_labels
 from atlases.surface import geodesic_distance, smooth
 
 
@@ -41,3 +44,13 @@ def test_surface_figure_has_four_views_and_a_colour_bar():
     assert {"left lateral", "right lateral", "left medial", "right medial"} <= set(titles)
     assert len(fig.axes) == 5 and fig.axes[-1].get_ylabel() == "units"
     assert "a map" in fig._suptitle.get_text()
+
+
+def test_label_figure_has_a_legend_with_counts_and_rejects_bad_labels():
+    labels = np.zeros(20484, dtype=int)
+    labels[:100], labels[100:150] = 1, 2
+    fig = plot_surface_labels(labels, ["logmel", "caption"], "best space")
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert texts == ["logmel (100 vertices)", "caption (50 vertices)"]
+    with pytest.raises(ValueError, match="Labels must lie in 0..2"):
+        plot_surface_labels(labels + 2, ["logmel", "caption"], "x")

@@ -31,7 +31,8 @@ def test_outputs_are_all_written(tiny_run, tmp_path):
     assert summary["provenance"]["versions"]["himalaya"]
     assert summary["provenance"]["config"]["data"]["simulation"]["seed"] == 0
     figures = summary["files"]["figures"]
-    assert set(figures) == {"test_r2", "split_r2_logmel", "split_r2_modulation", "split_r2_caption", "planted_share"}
+    assert set(figures) == {"test_r2", "split_r2_logmel", "split_r2_modulation", "split_r2_caption",
+                            "planted_share", "best_space"}
     for path in figures.values():
         assert (out / path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (out / "report.md").read_text()
