@@ -32,8 +32,10 @@ def run_demo(mode: str, seed: int, out: Path) -> dict:
     if mode == "quick":
         args.append("--quick")
     start = time.perf_counter()
-    subprocess.run(args, check=True, capture_output=True)
+    done = subprocess.run(args, capture_output=True, text=True)
     wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed:\n{done.stderr[-3000:]}")
     summary = json.loads((out / "summary.json").read_text())
     return {"mode": mode, "seed": seed, "wall_s": wall, **summary["recovery"], "timings": summary["timings_s"]}
 
