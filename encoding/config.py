@@ -16,10 +16,12 @@ from typing import Any
 import numpy as np
 import tomli_w
 
+from encoding.datasets.tables import TablesConfig
 from encoding.design import DEFAULT_DELAYS
+from encoding.preprocessing import PreprocessingConfig
 from encoding.simulation.experiment import SimulationConfig
 
-DATA_SOURCES = ("simulation",)
+DATA_SOURCES = ("simulation", "tables")
 BACKENDS = ("auto", "numpy", "torch", "torch_cuda")
 
 
@@ -29,18 +31,29 @@ class DataConfig:
 
     Attributes
     ----------
-    source : {"simulation"}
-        The built-in simulated experiment (real-data loaders add their sources here).
+    source : {"simulation", "tables"}
+        ``simulation``: the built-in simulated experiment; ``tables``: responses and regressors
+        as text matrices (:mod:`encoding.datasets.tables`).
     simulation : SimulationConfig
         Used when ``source = "simulation"``.
+    tables : TablesConfig
+        Used when ``source = "tables"``.
+    preprocessing : PreprocessingConfig
+        Applied to real responses (the simulation needs none).
     """
 
     source: str = "simulation"
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
+    tables: TablesConfig = field(default_factory=TablesConfig)
+    preprocessing: PreprocessingConfig = field(default_factory=PreprocessingConfig)
 
     def __post_init__(self) -> None:
         if self.source not in DATA_SOURCES:
             raise ValueError(f"data.source must be one of {DATA_SOURCES}, got {self.source!r}.")
+
+    def regressor_names(self) -> list[str]:
+        """Feature spaces the data provide on the TR grid (no extraction needed)."""
+        return self.tables.regressor_names() if self.source == "tables" else []
 
 
 @dataclass
@@ -59,13 +72,8 @@ class FeaturesConfig:
     params: dict[str, dict] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from encoding.features import available_spaces
-
         if not self.spaces:
             raise ValueError("features.spaces is empty; name at least one feature space.")
-        unknown = [s for s in list(self.spaces) + list(self.params) if s not in available_spaces()]
-        if unknown:
-            raise ValueError(f"Unknown feature space(s) {unknown}. Available: {', '.join(available_spaces())}.")
         if len(set(self.spaces)) != len(self.spaces):
             raise ValueError(f"features.spaces lists a space twice: {self.spaces}.")
 
@@ -160,6 +168,18 @@ class PipelineConfig:
     design: DesignConfig = field(default_factory=DesignConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+
+    def __post_init__(self) -> None:
+        from encoding.features import available_spaces
+
+        known = set(available_spaces()) | set(self.data.regressor_names())
+        unknown = [s for s in list(self.features.spaces) + list(self.features.params) if s not in known]
+        if unknown:
+            provided = self.data.regressor_names()
+            raise ValueError(
+                f"Unknown feature space(s) {unknown}. Registered: {', '.join(available_spaces())}"
+                + (f"; regressors of the data: {', '.join(provided)}" if provided else "") + "."
+            )
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> PipelineConfig:

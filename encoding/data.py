@@ -95,12 +95,17 @@ class Run:
         Repetition time, in seconds.
     events : DataFrame
         Stimulus schedule with columns ``clip_id`` (str), ``onset`` and ``duration``
-        (seconds from the first volume of the run).
+        (seconds from the first volume of the run). Test runs that repeat a sequence within the
+        run (ds003720: 10 clips, 4 times) add a column ``repeat``: the presentation index
+        (0, 1, ...) of each event, NaN for events outside the repeats (a lead-in clip).
     role : {"train", "test"}
         Training runs are cross-validated over; test runs are held out for scoring.
     repeat_id : str or None
         Test runs that present the identical stimulus sequence share a ``repeat_id``; their
         responses are averaged before scoring and give the noise ceiling.
+    regressors : dict of str to ndarray, shape (n_trs, n_columns)
+        Stimulus descriptors already sampled on the run's TR grid, as some data sets ship them
+        (sound power, word rate ...); each name is a feature space usable like an extracted one.
     """
 
     run_id: str
@@ -109,6 +114,7 @@ class Run:
     events: pd.DataFrame
     role: Literal["train", "test"] = "train"
     repeat_id: str | None = None
+    regressors: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.responses = np.asarray(self.responses, dtype=np.float32)
@@ -132,9 +138,18 @@ class Run:
         missing = [c for c in EVENT_COLUMNS if c not in self.events.columns]
         if missing:
             raise ValueError(f"{where}: events lack the columns {missing}; they need {list(EVENT_COLUMNS)}.")
-        if len(self.events) == 0:
-            raise ValueError(f"{where}: no events; a run needs at least one stimulus.")
         self.events = self.events.reset_index(drop=True).astype({"clip_id": str})
+        for name, values in list(self.regressors.items()):
+            values = np.asarray(values, dtype=np.float32)
+            values = values[:, None] if values.ndim == 1 else values
+            if values.ndim != 2 or values.shape[0] != self.n_trs:
+                raise ValueError(
+                    f"{where}: regressor {name!r} has shape {values.shape}; it needs one row per volume "
+                    f"({self.n_trs})."
+                )
+            if not np.isfinite(values).all():
+                raise ValueError(f"{where}: regressor {name!r} contains NaN or inf values.")
+            self.regressors[name] = values
         if (self.events["onset"] < 0).any() or (self.events["duration"] <= 0).any():
             raise ValueError(f"{where}: event onsets must be >= 0 and durations > 0 seconds.")
         end = float((self.events["onset"] + self.events["duration"]).max())
@@ -143,6 +158,31 @@ class Run:
                 f"{where}: events end at {end:.1f} s but the run lasts {self.duration:.1f} s "
                 f"({self.n_trs} volumes x TR {self.tr} s). Check the TR and the event onsets."
             )
+
+    def repeat_segments(self) -> list[slice]:
+        """Volumes of each repeated presentation in the run (the whole run without a ``repeat`` column).
+
+        A segment starts at the volume of its first onset and lasts as long as the repeated
+        sequence; all segments present the same clips at the same relative onsets.
+        """
+        if "repeat" not in self.events:
+            return [slice(0, self.n_trs)]
+        segments, reference = [], None
+        for rep, ev in self.events.dropna(subset=["repeat"]).groupby("repeat", sort=True):
+            first = float(ev["onset"].min())
+            start = int(round(first / self.tr))
+            length = int(np.ceil((float((ev["onset"] + ev["duration"]).max()) - first) / self.tr - 1e-9))
+            pattern = (list(ev["clip_id"]), list(np.round(ev["onset"] - first, 3)), length)
+            if reference is not None and pattern != reference:
+                raise ValueError(
+                    f"Run {self.run_id!r}: repeat {rep:g} does not present the same clips at the same "
+                    "relative onsets as repeat 0; check the events' 'repeat' column."
+                )
+            if start + length > self.n_trs:
+                raise ValueError(f"Run {self.run_id!r}: repeat {rep:g} runs past the last volume.")
+            reference = pattern
+            segments.append(slice(start, start + length))
+        return segments
 
     @property
     def n_trs(self) -> int:

@@ -6,7 +6,8 @@ The steps, each a plain function:
 2. :func:`features_on_trs` does that for every run and feature space;
 3. :func:`make_design` z-scores features and responses per run, adds FIR delays within each run
    (never across run boundaries), stacks the training runs, averages the repeats of each test
-   sequence, and records which columns belong to which feature space (the bands).
+   sequence (see :meth:`encoding.data.Run.repeat_segments`), and records which columns belong to
+   which feature space (the bands).
 """
 
 from __future__ import annotations
@@ -36,9 +37,12 @@ class Design:
     groups : ndarray of int, shape (n_train,)
         Index of the training run of each sample (for leave-one-run-out CV).
     X_test : ndarray, shape (n_test, n_features)
-        Features of each test sequence (one per repeat group), stacked.
+        Features of each test sequence (one per repeat group), stacked; averaged over the
+        repeats like the responses, which only matters where repeats differ in what precedes
+        them (the delays see the preceding clip).
     Y_test : ndarray, shape (n_test, n_vertices)
-        Responses of the test runs, z-scored per run and averaged over repeats.
+        Responses of the test runs, z-scored per run and averaged over repeats (whole runs
+        sharing a ``repeat_id`` and the ``repeat`` segments within a run).
     Y_test_repeats : ndarray, shape (n_repeats, n_test, n_vertices) or None
         The single repeats before averaging (None when the groups have different repeat counts).
     bands : dict of str to slice
@@ -224,13 +228,17 @@ def make_design(
     Y_train = np.vstack([run_Y(r) for r in train])
     groups = np.concatenate([np.full(r.n_trs, i) for i, r in enumerate(train)])
 
-    groups_test = experiment.repeat_groups()
     X_test, Y_test, repeats, test_ids = [], [], [], []
-    for runs in groups_test.values():
-        X_test.append(run_X(runs[0]))
-        ys = np.stack([run_Y(r) for r in runs])
-        Y_test.append(ys.mean(axis=0))
-        repeats.append(ys)
+    for runs in experiment.repeat_groups().values():
+        xs, ys = [], []
+        for run in runs:
+            X, Y = run_X(run), run_Y(run)  # delayed over the whole run, then cut into repeats
+            for seg in run.repeat_segments():
+                xs.append(X[seg])
+                ys.append(Y[seg])
+        X_test.append(np.mean(xs, axis=0))  # equal but for carry-over from what precedes each repeat
+        Y_test.append(np.mean(ys, axis=0))
+        repeats.append(np.stack(ys))
         test_ids += [r.run_id for r in runs]
     if not X_test:
         raise ValueError(f"Experiment {experiment.subject!r} has no test runs (role='test') to score on.")

@@ -161,10 +161,12 @@ class BandedRidgeEncoder(RegressorMixin, BaseEstimator):
     def score_split(self, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
         """Each band's share of R^2 (himalaya's ``r2_score_split``), shape (n_bands, n_vertices).
 
-        The shares sum to the R^2 of the full prediction. ``Y`` should be zero-mean per vertex.
+        The shares sum to the R^2 of the full prediction. ``Y`` is centred per vertex first (R^2
+        is relative to the mean).
         """
         backend = self._use_backend()
         Y = np.asarray(Y, dtype=np.float32)
+        Y = Y - Y.mean(axis=0)
         split = self.predict(X, split=True)
         return backend.to_numpy(r2_score_split(backend.asarray(Y), backend.asarray(split))).astype(np.float32)
 

@@ -16,7 +16,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from encoding.config import DataConfig, DesignConfig, FeaturesConfig, ModelConfig, PipelineConfig
-from encoding.data import ClipSet, Experiment
+from encoding.data import Experiment
+from encoding.datasets.tables import load_tables
 from encoding.design import Design, features_on_trs, make_design
 from encoding.features import FeatureFrames, get_extractor
 from encoding.model import BandedRidgeEncoder
@@ -81,22 +82,38 @@ def load_data(cfg: DataConfig, feature_params: Mapping[str, dict], progress: boo
     """Step 1: the experiment (and the ground truth when simulated)."""
     if cfg.source == "simulation":
         return simulate_experiment(cfg.simulation, feature_params=feature_params, progress=progress)
+    if cfg.source == "tables":
+        return load_tables(cfg.tables, cfg.preprocessing), None
     raise ValueError(f"Unknown data source {cfg.source!r}.")
 
 
-def extract_features(clips: ClipSet, cfg: FeaturesConfig, progress: bool = True
+def extract_features(experiment: Experiment, cfg: FeaturesConfig, progress: bool = True
                      ) -> dict[str, dict[str, FeatureFrames]]:
-    """Step 2: every configured feature space of every clip."""
+    """Step 2: every configured feature space of every clip (spaces the runs carry as regressors excepted)."""
     return {
-        space: get_extractor(space, **cfg.params.get(space, {})).extract(clips, progress=progress)
+        space: get_extractor(space, **cfg.params.get(space, {})).extract(experiment.clips, progress=progress)
         for space in cfg.spaces
+        if not all(space in run.regressors for run in experiment.runs)
     }
 
 
 def build_design(experiment: Experiment, features: Mapping[str, Mapping[str, FeatureFrames]],
-                 cfg: DesignConfig) -> Design:
-    """Step 3: features on the TR grid, z-scored, delayed and stacked with the responses."""
-    return make_design(experiment, features_on_trs(experiment, features), cfg.delays)
+                 spaces: list[str], cfg: DesignConfig) -> Design:
+    """Step 3: features on the TR grid, z-scored, delayed and stacked with the responses.
+
+    ``spaces`` sets the band order; a space missing from ``features`` comes from the runs' regressors.
+    """
+    aligned = features_on_trs(experiment, features)
+    tr_features = {}
+    for space in spaces:
+        if space in aligned:
+            tr_features[space] = aligned[space]
+            continue
+        lacking = [r.run_id for r in experiment.runs if space not in r.regressors]
+        if lacking:
+            raise ValueError(f"Feature space {space!r} was neither extracted nor given as a regressor of runs {lacking}.")
+        tr_features[space] = {r.run_id: r.regressors[space] for r in experiment.runs}
+    return make_design(experiment, tr_features, cfg.delays)
 
 
 def fit_model(design: Design, cfg: ModelConfig, progress: bool = True) -> BandedRidgeEncoder:
@@ -149,8 +166,8 @@ def run_pipeline(config: PipelineConfig, out_dir: str | Path | None = None, prog
         return out
 
     experiment, truth = step("data", load_data, config.data, config.features.params, progress)
-    features = step("features", extract_features, experiment.clips, config.features, progress)
-    design = step("design", build_design, experiment, features, config.design)
+    features = step("features", extract_features, experiment, config.features, progress)
+    design = step("design", build_design, experiment, features, config.features.spaces, config.design)
     model = step("fit", fit_model, design, config.model, progress)
     results = step("scores", score_model, model, design)
     run = PipelineRun(config, experiment, design, model, results, truth, timings)

@@ -81,3 +81,27 @@ def test_make_design_rejects_constant_vertices():
     frames = {"a": constant_frames(1.0), "b": constant_frames(-1.0)}
     with pytest.raises(ValueError, match=r"run 'train-1'.*constant \(first: \[2\]\).*mask"):
         make_design(exp, features_on_trs(exp, {"f": frames}))
+
+
+def test_within_run_repeats_are_cut_and_averaged():
+    # a test run like ds003720's: a lead-in clip, then the sequence (a, b) three times
+    from encoding.data import Experiment, Run
+
+    exp = make_experiment(n_vertices=3, n_trs=30)
+    events = pd.DataFrame({
+        "clip_id": ["b", "a", "b", "a", "b", "a", "b"],
+        "onset": np.arange(7) * 6.0, "duration": np.full(7, 6.0),
+        "repeat": [np.nan, 0, 0, 1, 1, 2, 2],
+    })
+    rng = np.random.default_rng(3)
+    test = Run("test-x", rng.standard_normal((30, 3)), 1.5, events, role="test")
+    assert test.repeat_segments() == [slice(4, 12), slice(12, 20), slice(20, 28)]
+    exp = Experiment("s", exp.train_runs + [test], exp.clips, space="roi")
+    frames = {"a": constant_frames(1.0), "b": constant_frames(-1.0)}
+    design = make_design(exp, features_on_trs(exp, {"f": frames}), delays=(1,))
+    assert design.Y_test_repeats.shape == (3, 8, 3)
+    Y = zscore(test.responses)
+    np.testing.assert_allclose(design.Y_test, (Y[4:12] + Y[12:20] + Y[20:28]) / 3, atol=1e-5)
+    bad = events.assign(clip_id=["b", "a", "b", "a", "b", "b", "a"])
+    with pytest.raises(ValueError, match="repeat 2 does not present the same clips"):
+        Run("test-y", test.responses, 1.5, bad, role="test").repeat_segments()
