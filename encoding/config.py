@@ -16,12 +16,13 @@ from typing import Any
 import numpy as np
 import tomli_w
 
+from encoding.datasets.bids import BidsConfig
 from encoding.datasets.tables import TablesConfig
 from encoding.design import DEFAULT_DELAYS
 from encoding.preprocessing import PreprocessingConfig
 from encoding.simulation.experiment import SimulationConfig
 
-DATA_SOURCES = ("simulation", "tables")
+DATA_SOURCES = ("simulation", "bids", "tables")
 BACKENDS = ("auto", "numpy", "torch", "torch_cuda")
 
 
@@ -31,11 +32,14 @@ class DataConfig:
 
     Attributes
     ----------
-    source : {"simulation", "tables"}
-        ``simulation``: the built-in simulated experiment; ``tables``: responses and regressors
-        as text matrices (:mod:`encoding.datasets.tables`).
+    source : {"simulation", "bids", "tables"}
+        ``simulation``: the built-in simulated experiment; ``bids``: a BIDS data set such as
+        ds003720 (:mod:`encoding.datasets.bids`); ``tables``: responses and regressors as text
+        matrices (:mod:`encoding.datasets.tables`).
     simulation : SimulationConfig
         Used when ``source = "simulation"``.
+    bids : BidsConfig
+        Used when ``source = "bids"``.
     tables : TablesConfig
         Used when ``source = "tables"``.
     preprocessing : PreprocessingConfig
@@ -44,6 +48,7 @@ class DataConfig:
 
     source: str = "simulation"
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
+    bids: BidsConfig = field(default_factory=BidsConfig)
     tables: TablesConfig = field(default_factory=TablesConfig)
     preprocessing: PreprocessingConfig = field(default_factory=PreprocessingConfig)
 

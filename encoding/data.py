@@ -31,7 +31,8 @@ class ClipSet:
         One row per clip, indexed by clip id (str). Column ``caption`` (str) holds a text
         description; any other column is a label (``genre``, ``tempo_bpm`` ...).
     audio : mapping of str to ndarray
-        Clip id to mono waveform, shape ``(n_samples,)``, float32 in [-1, 1].
+        Clip id to mono waveform, shape ``(n_samples,)``, float32 in [-1, 1]; empty when the
+        audio is not available (then only text spaces can be extracted).
     sample_rate : int
         Sampling rate of every waveform, in Hz.
     """
@@ -47,12 +48,12 @@ class ClipSet:
             dup = self.table.index[self.table.index.duplicated()].unique().tolist()[:5]
             raise ValueError(f"Clip table has duplicated clip ids, e.g. {dup}.")
         missing = [cid for cid in self.table.index if cid not in self.audio]
-        if missing:
+        if missing and self.audio:
             raise ValueError(
                 f"{len(missing)} clips of the clip table have no audio, e.g. {missing[:5]}. "
                 "Give a waveform for every clip id."
             )
-        for cid in self.table.index:
+        for cid in self.audio:
             wave = np.asarray(self.audio[cid])
             if wave.ndim != 1 or wave.size == 0:
                 raise ValueError(
@@ -73,8 +74,8 @@ class ClipSet:
         return self.table["caption"].fillna("").astype(str).tolist()
 
     def duration(self, clip_id: str) -> float:
-        """Length of a clip's audio, in seconds."""
-        return len(self.audio[clip_id]) / self.sample_rate
+        """Length of a clip's audio, in seconds (inf without audio: then the events set the length)."""
+        return len(self.audio[clip_id]) / self.sample_rate if clip_id in self.audio else np.inf
 
     def subset(self, clip_ids: list[str]) -> ClipSet:
         """The clips named in ``clip_ids``, in that order."""

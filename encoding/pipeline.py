@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from encoding.config import DataConfig, DesignConfig, FeaturesConfig, ModelConfig, PipelineConfig
 from encoding.data import Experiment
+from encoding.datasets.bids import load_bids
 from encoding.datasets.tables import load_tables
 from encoding.design import Design, features_on_trs, make_design
 from encoding.features import FeatureFrames, get_extractor
@@ -82,6 +83,8 @@ def load_data(cfg: DataConfig, feature_params: Mapping[str, dict], progress: boo
     """Step 1: the experiment (and the ground truth when simulated)."""
     if cfg.source == "simulation":
         return simulate_experiment(cfg.simulation, feature_params=feature_params, progress=progress)
+    if cfg.source == "bids":
+        return load_bids(cfg.bids, cfg.preprocessing, progress=progress), None
     if cfg.source == "tables":
         return load_tables(cfg.tables, cfg.preprocessing), None
     raise ValueError(f"Unknown data source {cfg.source!r}.")

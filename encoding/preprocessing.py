@@ -97,11 +97,9 @@ def regress_out(Y: np.ndarray, confounds: np.ndarray) -> np.ndarray:
     return (Y - C @ coef + coef[0]).astype(np.float32)
 
 
-def discard_initial(Y: np.ndarray, events: pd.DataFrame, n: int, tr: float) -> tuple[np.ndarray, pd.DataFrame]:
-    """Drop the first ``n`` volumes; shift the events, dropping those that start before the new start."""
-    if n == 0:
-        return Y, events
-    if n >= Y.shape[0]:
-        raise ValueError(f"Cannot discard {n} volumes of a run with {Y.shape[0]}.")
-    shifted = events.assign(onset=events["onset"] - n * tr)
-    return Y[n:], shifted[shifted["onset"] >= -1e-6].reset_index(drop=True)
+def shift_events(events: pd.DataFrame, discarded: int, tr: float) -> pd.DataFrame:
+    """Events after ``discarded`` leading volumes: onsets shifted, events starting earlier dropped."""
+    if discarded == 0:
+        return events
+    shifted = events.assign(onset=events["onset"] - discarded * tr)
+    return shifted[shifted["onset"] >= -1e-6].reset_index(drop=True)

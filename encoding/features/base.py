@@ -100,6 +100,11 @@ class AudioExtractor(FeatureExtractor):
         """
 
     def extract(self, clips: ClipSet, progress: bool = True) -> dict[str, FeatureFrames]:
+        if not clips.audio and clips.ids:
+            raise ValueError(
+                f"Feature space {self.name!r} needs the clips' audio, and none was loaded: set the data's "
+                "audio folder (e.g. data.bids.audio_root), or use text spaces only."
+            )
         return {
             cid: self.extract_clip(np.asarray(clips.audio[cid], dtype=np.float32), clips.sample_rate)
             for cid in tqdm(clips.ids, desc=f"features: {self.name}", disable=not progress, leave=False)
