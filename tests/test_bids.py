@@ -6,6 +6,7 @@ import warnings
 from pathlib import Path
 
 import nibabel as nib
+import pandas as pd
 import numpy as np
 import pytest
 from scipy.io import wavfile
@@ -193,3 +194,60 @@ def test_studyforrest_design_and_real_audio():
     assert np.allclose(durations, 6.3158, atol=0.01)
     assert all(np.sqrt(np.mean(clips.audio[c] ** 2)) > 1e-3 for c in clips.ids)  # real, not silent
     assert runs[0][0].sidecar.name == "task-auditoryperception_bold.json"  # inherited sidecar (TR 2 s)
+
+
+def nifti(data: np.ndarray, tr: float = 1.5) -> nib.Nifti1Image:
+    img = nib.Nifti1Image(data, np.eye(4))
+    img.header.set_zooms((1.0, 1.0, 1.0, tr))
+    return img
+
+
+def write_fmriprep_run(func: Path, stem: str, data: np.ndarray, rng) -> np.ndarray:
+    """A volume run as fMRIPrep writes it, with a confounds table; returns the motion traces."""
+    n = data.shape[-1]
+    cols = {}
+    for name in ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z", "csf", "white_matter"):
+        v = rng.standard_normal(n)
+        d = np.r_[np.nan, np.diff(v)]
+        cols.update({name: v, f"{name}_derivative1": d, f"{name}_power2": v**2, f"{name}_derivative1_power2": d**2})
+    frame = pd.DataFrame(cols)
+    frame.to_csv(func / f"{stem}_desc-confounds_timeseries.tsv", sep="\t", index=False, na_rep="n/a")
+    (func / f"{stem}_desc-confounds_timeseries.json").write_text("{}")
+    return frame[["trans_x", "rot_z"]].to_numpy()
+
+
+@needs_ds
+def test_fmriprep_confounds_are_regressed_out(tmp_path):
+    root = make_ds003720_copy(tmp_path)
+    deriv = tmp_path / "derivatives" / "fmriprep"
+    func = deriv / "sub-001" / "func"
+    func.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    motion = {}
+    for f in sorted((root / "sub-001" / "func").glob("*_events.tsv")):
+        stem = f.name.replace("_events.tsv", "")
+        data = 100 + rng.standard_normal((2, 2, 2, 410)).astype(np.float32)
+        traces = write_fmriprep_run(func, stem, data, rng)
+        data += 5 * traces[:, 0].astype(np.float32)  # motion leaks into every voxel
+        nib.save(nifti(data), func / f"{stem}_space-MNI152NLin2009cAsym_desc-preproc_bold.nii.gz")
+        motion[stem] = traces
+    mask = tmp_path / "mask.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((2, 2, 2), np.uint8), np.eye(4)), mask)
+    cfg = BidsConfig(root=str(root), derivatives=str(deriv), subject="001", dataset="ds003720", bold="volume",
+                     mask=str(mask))
+    exp = load_bids(cfg, PreprocessingConfig(detrend="none", confounds=["motion", "wm_csf"]), progress=False)
+    run = exp.runs[0]
+    trans_x = motion["sub-001_task-Training_run-01"][:, 0]
+    assert abs(np.corrcoef(run.responses[:, 0], trans_x)[0, 1]) < 0.05
+    raw = load_bids(cfg, PreprocessingConfig(detrend="none"), progress=False).runs[0]
+    assert np.corrcoef(raw.responses[:, 0], trans_x)[0, 1] > 0.9
+
+
+def test_projection_to_fsaverage5_samples_an_mni_image():
+    from encoding.datasets.bids import project_to_fsaverage5
+
+    affine = np.array([[8, 0, 0, -96], [0, 8, 0, -132], [0, 0, 8, -78], [0, 0, 0, 1]], float)
+    data = np.ones((25, 29, 25, 3), np.float32) * np.arange(1, 4, dtype=np.float32)
+    Y = project_to_fsaverage5(nib.Nifti1Image(data, affine))
+    assert Y.shape == (3, 20484)
+    np.testing.assert_allclose(np.nanmedian(Y, axis=1), [1, 2, 3], rtol=1e-3)
