@@ -11,6 +11,7 @@
 ``figures/split_r2_*.png``   each feature space's share of the test R^2
 ``figures/best_space.png``   the space with the largest split R^2 where the test R^2 passes the threshold
 ``figures/planted_share.png``the simulation's planted signal share (simulations only)
+``figures/split_r2_bars.png``ROI-level data (up to 60 targets): split R^2 per target, as bars
 ``report.md``                numbers and figures for a person to read
 ``summary.json``             numbers, sizes, timings and provenance; written last
 ===========================  ==========================================================================
@@ -25,6 +26,8 @@ import numpy as np
 
 from encoding.io import provenance, save_figure, write_arrays, write_json, write_text
 from encoding.scoring import recovery_metrics
+
+MAX_BAR_TARGETS = 60  # ROI-level data (this many targets or fewer) get per-target tables and bars
 
 
 def summarize(run) -> dict:
@@ -65,6 +68,13 @@ def summarize(run) -> dict:
             },
         },
     }
+    if exp.n_vertices <= MAX_BAR_TARGETS:
+        names = exp.info.get("vertex_names") or [str(i) for i in range(exp.n_vertices)]
+        summary["targets"] = {
+            name: {"test_r2": float(res.test_r2[i]), "test_r": float(res.test_r[i]),
+                   "split_r2": {b: float(res.split_r2[k, i]) for k, b in enumerate(res.band_names)}}
+            for i, name in enumerate(names)
+        }
     if run.truth is not None:
         summary["recovery"] = recovery(run)
     summary["timings_s"] = dict(run.timings)
@@ -81,6 +91,31 @@ def recovery(run) -> dict:
     metrics.update(noise=truth.noise, snr_peak=truth.snr_peak, planted_spaces=truth.band_names,
                    unfitted_planted_spaces=missing)
     return metrics
+
+
+def plot_target_bars(run):
+    """Stacked bars of each band's split R^2 per target (ROI), with the total test R^2 marked."""
+    import matplotlib.pyplot as plt
+
+    res = run.results
+    names = run.experiment.info.get("vertex_names") or [str(i) for i in range(run.experiment.n_vertices)]
+    fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(names) + 2), 4))
+    bottom_pos = np.zeros(len(names))
+    bottom_neg = np.zeros(len(names))
+    for k, band in enumerate(res.band_names):
+        values = np.nan_to_num(res.split_r2[k])
+        base = np.where(values >= 0, bottom_pos, bottom_neg)
+        ax.bar(names, values, bottom=base, label=band, color=plt.get_cmap("tab10")(k))
+        bottom_pos += np.clip(values, 0, None)
+        bottom_neg += np.clip(values, None, 0)
+    ax.plot(names, res.test_r2, "k_", markersize=18, mew=2, label="test R²")
+    ax.axhline(0, color="0.3", lw=0.8)
+    ax.set_ylabel("test R² (split by feature space)")
+    ax.set_title("Held-out R² per target")
+    ax.legend(frameon=False, fontsize=9)
+    plt.setp(ax.get_xticklabels(), rotation=45 if len(names) > 8 else 0, ha="right" if len(names) > 8 else "center")
+    fig.tight_layout()
+    return fig
 
 
 def make_figures(run, out: Path) -> dict[str, str]:
@@ -115,9 +150,9 @@ def markdown_report(summary: dict, figures: dict[str, str]) -> str:
     lines = [
         f"# brain2music encoding report: {d['subject']} ({d['source']})",
         "",
-        f"{d['n_vertices']:,} vertices ({d['space']}), TR {d['tr_s']} s, {d['n_clips']} clips. "
-        f"Training: {d['n_train_runs']} runs, {d['n_train_trs']} TRs; test: {d['n_test_runs']} runs "
-        f"({d['n_test_trs']} TRs after averaging {d['n_test_repeats']} repeats).",
+        f"{d['n_vertices']:,} targets ({d['space']}), TR {d['tr_s']} s, {d['n_clips']} clips. "
+        f"Training: {d['n_train_runs']} runs, {d['n_train_trs']} TRs; test: {d['n_test_runs']} run(s), "
+        f"{d['n_test_trs']} TRs" + (f" after averaging {d['n_test_repeats']} repeats." if (d['n_test_repeats'] or 1) > 1 else "."),
         "",
         f"Feature spaces (dimensions): {', '.join(f'{k} ({v})' for k, v in summary['features'].items())}; "
         f"FIR delays {summary['design']['delays_tr']} TRs. Model: {m['estimator']}, {m['cv']}, "
@@ -147,7 +182,14 @@ def markdown_report(summary: dict, figures: dict[str, str]) -> str:
                       f"**{r['band_accuracy']:.3f}**" if r["band_accuracy"] is not None
                       else f"not defined: planted spaces {r['unfitted_planted_spaces']} are not fitted"),
                   f"- noise: {r['noise']}; peak SNR (variance ratio, one presentation): {r['snr_peak']:.2f}"]
-    lines += ["", "## Maps", "", "Thresholds are display thresholds, not significance tests.", ""]
+    if "targets" in summary:
+        bands = list(summary["scores"]["bands"])
+        lines += ["", "## Per target", "", "| target | test R² | test r | " + " | ".join(f"split R² {b}" for b in bands) + " |",
+                  "|---" * (3 + len(bands)) + "|"]
+        for name, t in summary["targets"].items():
+            lines.append(f"| {name} | {t['test_r2']:.4f} | {t['test_r']:.3f} | "
+                         + " | ".join(f"{t['split_r2'][b]:.4f}" for b in bands) + " |")
+    lines += ["", "## Figures", "", "Thresholds are display thresholds, not significance tests.", ""]
     lines += [f"![{key}]({path})\n" for key, path in figures.items()]
     t = summary["timings_s"]
     lines += ["## Timings (s)", "", ", ".join(f"{k} {v:.1f}" for k, v in t.items()), "",
@@ -167,7 +209,12 @@ def write_outputs(run, out: Path) -> dict:
         arrays["planted_spaces"] = np.array(run.truth.band_names)
     write_arrays(out / "results.npz", **arrays)
     summary = summarize(run)
-    figures = make_figures(run, out) if run.config.output.figures and run.experiment.space == "fsaverage5" else {}
+    figures = {}
+    if run.config.output.figures and run.experiment.space == "fsaverage5":
+        figures = make_figures(run, out)
+    elif run.config.output.figures and run.experiment.n_vertices <= MAX_BAR_TARGETS:
+        figures = {"split_r2_bars": str(save_figure(plot_target_bars(run), out / "figures" / "split_r2_bars.png",
+                                                    dpi=run.config.output.dpi).relative_to(out))}
     timings = summary["timings_s"]
     timings["outputs"] = round(time.perf_counter() - start, 3)
     timings["total"] = round(sum(timings.values()), 3)

@@ -1,5 +1,6 @@
 """Table data (ROI time series + regressors): reading, errors, and the real Alice data end to end."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -75,3 +76,40 @@ def test_alice_sound_power_and_word_rate_predict_temporal_lobe_on_held_out_data(
     assert r.shape == (11, 6)
     assert table.loc["LPTL", "mean_r"] > 0.1 and table.loc["LPTL", "p"] < 0.001
     assert table.loc["LPTL", "n_positive"] >= 9
+
+
+def test_fit_on_tables_reports_per_target(tmp_path):
+    from encoding.cli import main
+
+    rng = np.random.default_rng(0)
+    x = np.convolve(rng.standard_normal(400), np.ones(4) / 4, mode="same")
+    Y = rng.standard_normal((400, 3))
+    Y[:, 0] += 2 * x  # only the first ROI follows the regressor
+    np.savetxt(tmp_path / "y.tsv", Y, delimiter="\t", header="A1\tSTG\tV1", comments="")
+    np.savetxt(tmp_path / "x.txt", x)
+    (tmp_path / "c.toml").write_text(f"""
+[data]
+source = "tables"
+[data.tables]
+root = "{tmp_path}"
+tr = 2.0
+n_blocks = 4
+test_blocks = [-1]
+runs = [{{responses = "y.tsv", regressors = {{loud = "x.txt"}}}}]
+[data.preprocessing]
+detrend = "none"
+[features]
+spaces = ["loud"]
+[design]
+delays = [0]
+[model]
+backend = "numpy"
+n_iter = 1
+""")
+    assert main(["fit", str(tmp_path / "c.toml"), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    targets = summary["targets"]
+    assert list(targets) == ["A1", "STG", "V1"]  # names from the file's header
+    assert targets["A1"]["test_r"] > 0.6 and abs(targets["V1"]["test_r"]) < 0.3
+    assert (tmp_path / "out" / "figures" / "split_r2_bars.png").is_file()
+    assert "| A1 |" in (tmp_path / "out" / "report.md").read_text()
