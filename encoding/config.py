@@ -71,10 +71,14 @@ class FeaturesConfig:
         Registered feature-space names (``brain2music spaces`` lists them).
     params : dict of str to dict
         Extractor parameters per space, e.g. ``{caption = {model = "lsa"}}``.
+    cache : str
+        Folder of cached features (empty: no cache); keyed by extractor, parameters, revision and
+        clip content, so re-runs and interrupted runs only compute what is missing.
     """
 
     spaces: list[str] = field(default_factory=lambda: ["logmel", "modulation", "caption"])
     params: dict[str, dict] = field(default_factory=dict)
+    cache: str = ""
 
     def __post_init__(self) -> None:
         if not self.spaces:

@@ -20,7 +20,7 @@ from encoding.data import Experiment
 from encoding.datasets.bids import load_bids
 from encoding.datasets.tables import load_tables
 from encoding.design import Design, features_on_trs, make_design
-from encoding.features import FeatureFrames, get_extractor
+from encoding.features import FeatureCache, FeatureFrames, get_extractor
 from encoding.model import BandedRidgeEncoder
 from encoding.scoring import correlation_score, r2_score
 from encoding.simulation import GroundTruth, simulate_experiment
@@ -93,8 +93,9 @@ def load_data(cfg: DataConfig, feature_params: Mapping[str, dict], progress: boo
 def extract_features(experiment: Experiment, cfg: FeaturesConfig, progress: bool = True
                      ) -> dict[str, dict[str, FeatureFrames]]:
     """Step 2: every configured feature space of every clip (spaces the runs carry as regressors excepted)."""
+    cache = FeatureCache(cfg.cache) if cfg.cache else None
     return {
-        space: get_extractor(space, **cfg.params.get(space, {})).extract(experiment.clips, progress=progress)
+        space: get_extractor(space, **cfg.params.get(space, {})).extract(experiment.clips, progress, cache)
         for space in cfg.spaces
         if not all(space in run.regressors for run in experiment.runs)
     }

@@ -1,11 +1,13 @@
 """Feature spaces measure what they claim, on signals with known content."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from encoding.data import ClipSet
-from encoding.features import available_spaces, get_extractor
+from encoding.features import AudioExtractor, FeatureCache, FeatureFrames, available_spaces, get_extractor
 from encoding.features.acoustic import log_frequency_bank
 from encoding.features.text import lsa_embed
 
@@ -94,3 +96,47 @@ def test_caption_space_requires_captions():
     clips = clipset({"a": np.zeros(SR)}, {"a": "  "})
     with pytest.raises(ValueError, match="needs a caption for every clip"):
         get_extractor("caption", model="lsa").extract(clips)
+
+
+class CountingRMS(AudioExtractor):
+    """A tiny audio space that counts its computations."""
+
+    name = "counting-rms"
+    calls = 0
+
+    def extract_clip(self, waveform, sample_rate):
+        type(self).calls += 1
+        return FeatureFrames(np.array([[np.sqrt(np.mean(waveform**2))]]), np.zeros(1), np.ones(1))
+
+
+def test_cache_resumes_an_interrupted_extraction_and_tracks_parameters(tmp_path):
+    clips = clipset({f"c{i}": tone(100 + 50 * i, seconds=0.5) for i in range(4)})
+    cache = FeatureCache(tmp_path)
+    CountingRMS.calls = 0
+    CountingRMS().extract(clips.subset(["c0", "c1"]), progress=False, cache=cache)  # "interrupted" after 2
+    assert CountingRMS.calls == 2
+    full = CountingRMS().extract(clips, progress=False, cache=cache)
+    assert CountingRMS.calls == 4  # only the two missing clips
+    again = CountingRMS().extract(clips, progress=False, cache=cache)
+    assert CountingRMS.calls == 4 and all(np.array_equal(full[k].values, again[k].values) for k in full)
+    assert not list(tmp_path.rglob("*.tmp*"))
+    # a parameter change is another key: logmel with other bands recomputes
+    a = get_extractor("logmel", n_mels=8).extract(clips, progress=False, cache=cache)
+    b = get_extractor("logmel", n_mels=16).extract(clips, progress=False, cache=cache)
+    assert a["c0"].n_dims == 8 and b["c0"].n_dims == 16
+
+
+def test_set_level_cache_is_invalidated_by_any_caption():
+    import tempfile
+
+    captions = dict(CAPTIONS)
+    clips = clipset({k: np.zeros(SR) for k in captions}, captions)
+    with tempfile.TemporaryDirectory() as folder:
+        cache = FeatureCache(folder)
+        first = get_extractor("caption", model="lsa", n_components=2).extract(clips, progress=False, cache=cache)
+        assert len(list(Path(folder).rglob("*.npz"))) == 4
+        captions["c2"] = "Metal with screaming vocals and blast beats."
+        changed = get_extractor("caption", model="lsa", n_components=2).extract(
+            clipset({k: np.zeros(SR) for k in captions}, captions), progress=False, cache=cache)
+        assert len(list(Path(folder).rglob("*.npz"))) == 8
+        assert not np.allclose(first["r1"].values, changed["r1"].values)

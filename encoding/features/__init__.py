@@ -7,6 +7,7 @@ Importing this package registers the built-in spaces: ``logmel``, ``modulation``
 from encoding.features import acoustic, text  # noqa: F401  (registration)
 from encoding.features.base import (
     AudioExtractor,
+    FeatureCache,
     FeatureExtractor,
     FeatureFrames,
     available_spaces,
@@ -14,4 +15,4 @@ from encoding.features.base import (
     register,
 )
 
-__all__ = ["AudioExtractor", "FeatureExtractor", "FeatureFrames", "available_spaces", "get_extractor", "register"]
+__all__ = ["AudioExtractor", "FeatureCache", "FeatureExtractor", "FeatureFrames", "available_spaces", "get_extractor", "register"]

@@ -19,8 +19,10 @@ spaces that see the whole clip set, like captions) and decorating it with :func:
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -68,24 +70,53 @@ class FeatureFrames:
 class FeatureExtractor(ABC):
     """Base class of feature spaces.
 
-    Subclasses set ``name`` and implement :meth:`extract`. Parameters are plain keyword
-    arguments of ``__init__``, stored as attributes of the same name, so that
-    :meth:`get_params` can record them in configs and provenance.
+    Subclasses set ``name`` and implement :meth:`compute` (the whole clip set at once, for spaces
+    that learn from it, like LSA) or derive from :class:`AudioExtractor`. Parameters are plain
+    keyword arguments of ``__init__``, stored as attributes of the same name, so that
+    :meth:`get_params` can record them in configs, provenance and cache keys. Bump ``revision``
+    when a change of the code changes the features.
     """
 
     name: ClassVar[str]
+    revision: ClassVar[str] = "1"
 
     def get_params(self) -> dict:
         """Constructor parameters, as recorded in configs and provenance."""
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
 
+    def fingerprint(self) -> str:
+        """What identifies this extractor's output for given input: name, revision, parameters."""
+        return f"{self.name}|{self.revision}|{sorted(self.get_params().items())!r}"
+
     @abstractmethod
-    def extract(self, clips: ClipSet, progress: bool = True) -> dict[str, FeatureFrames]:
-        """Features of every clip, keyed by clip id."""
+    def compute(self, clips: ClipSet, progress: bool = True) -> dict[str, FeatureFrames]:
+        """Features of every clip, keyed by clip id (no cache)."""
+
+    def extract(self, clips: ClipSet, progress: bool = True, cache: FeatureCache | None = None
+                ) -> dict[str, FeatureFrames]:
+        """Features of every clip, keyed by clip id, read from and written to ``cache`` when given.
+
+        The whole set is one cache entry: a change to any clip recomputes it.
+        """
+        if cache is None:
+            return self.compute(clips, progress)
+        digest = hashlib.sha1(self.fingerprint().encode())
+        for cid, text in zip(clips.ids, clips.captions):
+            digest.update(f"{cid}|{text}|".encode())
+            if cid in clips.audio:
+                digest.update(np.ascontiguousarray(clips.audio[cid]).tobytes())
+        key = digest.hexdigest()[:24]
+        found = {cid: cache.load(self.name, f"{key}-{i}") for i, cid in enumerate(clips.ids)}
+        if all(v is not None for v in found.values()):
+            return found
+        out = self.compute(clips, progress)
+        for i, cid in enumerate(clips.ids):
+            cache.save(self.name, f"{key}-{i}", out[cid])
+        return out
 
 
 class AudioExtractor(FeatureExtractor):
-    """A feature space computed from each clip's waveform on its own."""
+    """A feature space computed from each clip's waveform on its own (cached clip by clip)."""
 
     @abstractmethod
     def extract_clip(self, waveform: np.ndarray, sample_rate: int) -> FeatureFrames:
@@ -99,16 +130,58 @@ class AudioExtractor(FeatureExtractor):
             In Hz.
         """
 
-    def extract(self, clips: ClipSet, progress: bool = True) -> dict[str, FeatureFrames]:
+    def compute(self, clips: ClipSet, progress: bool = True) -> dict[str, FeatureFrames]:
+        return self.extract(clips, progress)
+
+    def extract(self, clips: ClipSet, progress: bool = True, cache: FeatureCache | None = None
+                ) -> dict[str, FeatureFrames]:
+        """Features of every clip; with a ``cache``, only clips not cached yet are computed, so an
+        interrupted extraction resumes where it stopped."""
         if not clips.audio and clips.ids:
             raise ValueError(
                 f"Feature space {self.name!r} needs the clips' audio, and none was loaded: set the data's "
                 "audio folder (e.g. data.bids.audio_root), or use text spaces only."
             )
-        return {
-            cid: self.extract_clip(np.asarray(clips.audio[cid], dtype=np.float32), clips.sample_rate)
-            for cid in tqdm(clips.ids, desc=f"features: {self.name}", disable=not progress, leave=False)
-        }
+        out = {}
+        for cid in tqdm(clips.ids, desc=f"features: {self.name}", disable=not progress, leave=False):
+            wave = np.ascontiguousarray(clips.audio[cid], dtype=np.float32)
+            key = None
+            if cache is not None:
+                key = hashlib.sha1(f"{self.fingerprint()}|{clips.sample_rate}|".encode() + wave.tobytes()).hexdigest()[:24]
+                out[cid] = cache.load(self.name, key)
+                if out[cid] is not None:
+                    continue
+            out[cid] = self.extract_clip(wave, clips.sample_rate)
+            if cache is not None:
+                cache.save(self.name, key, out[cid])
+        return out
+
+
+class FeatureCache:
+    """Feature frames on disk: ``folder/<space>/<key>.npz``, each written atomically.
+
+    Keys come from the extractor's fingerprint and the clip's content (audio samples, caption),
+    so a changed parameter, model revision or clip never reads stale features.
+    """
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+
+    def path(self, space: str, key: str) -> Path:
+        return self.folder / space / f"{key}.npz"
+
+    def load(self, space: str, key: str) -> FeatureFrames | None:
+        """Cached frames, or None."""
+        path = self.path(space, key)
+        if not path.is_file():
+            return None
+        with np.load(path) as f:
+            return FeatureFrames(f["values"], f["starts"], f["ends"])
+
+    def save(self, space: str, key: str, frames: FeatureFrames) -> None:
+        from encoding.io import write_arrays
+
+        write_arrays(self.path(space, key), values=frames.values, starts=frames.starts, ends=frames.ends)
 
 
 _REGISTRY: dict[str, type[FeatureExtractor]] = {}

