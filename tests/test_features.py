@@ -140,3 +140,38 @@ def test_set_level_cache_is_invalidated_by_any_caption():
             clipset({k: np.zeros(SR) for k in captions}, captions), progress=False, cache=cache)
         assert len(list(Path(folder).rglob("*.npz"))) == 8
         assert not np.allclose(first["r1"].values, changed["r1"].values)
+
+
+def test_mfcc_first_coefficient_tracks_level():
+    f = get_extractor("mfcc").extract(clipset({"loud": tone(300), "soft": tone(300) / 10}), progress=False)
+    assert f["loud"].n_dims == 20
+    assert f["loud"].values[:, 0].mean() > f["soft"].values[:, 0].mean() + 20
+
+
+def test_tonal_chroma_finds_the_pitch_class():
+    f = get_extractor("tonal").extract(clipset({"a": tone(440.0), "c": tone(261.63)}), progress=False)
+    assert f["a"].n_dims == 18  # 12 chroma + 6 tonnetz
+    assert f["a"].values[:, :12].mean(axis=0).argmax() == 9  # A
+    assert f["c"].values[:, :12].mean(axis=0).argmax() == 0  # C
+
+
+def test_rhythm_finds_the_tempo_of_a_click_track():
+    clicks = np.zeros(int(8 * SR))
+    for beat in np.arange(0, 8, 0.5):  # 120 bpm
+        start = int(beat * SR)
+        clicks[start : start + 200] = np.hanning(200)
+    ext = get_extractor("rhythm")
+    f = ext.extract(clipset({"click": clicks}), progress=False)["click"]
+    bands = f.values[:, 1:].mean(axis=0)
+    assert f.n_dims == len(ext.tempo_edges)  # onset strength + one value per tempo band
+    assert ext.tempo_edges[bands.argmax()] <= 120 < ext.tempo_edges[bands.argmax() + 1]
+
+
+def test_loudness_levels_and_a_weighting():
+    f = get_extractor("loudness").extract(
+        clipset({"k1": tone(1000), "k1_quiet": tone(1000) / 10, "low": tone(100)}), progress=False)
+    level = {k: v.values[5:-5].mean(axis=0) for k, v in f.items()}
+    np.testing.assert_allclose(level["k1"] - level["k1_quiet"], [20, 20], atol=0.2)
+    np.testing.assert_allclose(level["k1"][0], level["k1"][1], atol=0.5)  # A-weighting is ~0 dB at 1 kHz
+    np.testing.assert_allclose(level["low"][1] - level["low"][0], 19.1, atol=1.0)  # and -19.1 dB at 100 Hz
+    np.testing.assert_allclose(level["k1"][1], 20 * np.log10(0.3 / np.sqrt(2)), atol=1.0)  # dB re full scale

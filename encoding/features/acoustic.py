@@ -37,9 +37,7 @@ class LogMel(AudioExtractor):
             n_mels=self.n_mels, fmin=self.fmin, fmax=self.fmax, center=True,
         )
         db = librosa.power_to_db(power, ref=1.0, amin=1e-10, top_db=None)
-        hop = hop_length / sample_rate
-        starts = np.arange(db.shape[1]) * hop - hop / 2  # librosa centres frame k on k * hop
-        return FeatureFrames(db.T, starts, starts + hop)
+        return _centred_frames(db.T, hop_length / sample_rate)
 
 
 @register
@@ -143,3 +141,131 @@ def log_frequency_bank(sample_rate: int, n_fft: int, fmin: float, bins_per_octav
 def _n_fft(sample_rate: int) -> int:
     """FFT size giving about 64 ms windows (a power of two)."""
     return int(2 ** np.ceil(np.log2(0.064 * sample_rate)))
+
+
+@register
+class MFCC(AudioExtractor):
+    """Mel-frequency cepstral coefficients (timbre): ``n_mfcc`` coefficients per frame.
+
+    Parameters
+    ----------
+    n_mfcc : int
+    n_mels : int
+        Mel bands the cepstrum is taken from.
+    hop : float
+        Frame step, in seconds.
+    """
+
+    name = "mfcc"
+
+    def __init__(self, n_mfcc: int = 20, n_mels: int = 64, hop: float = 0.025):
+        self.n_mfcc = n_mfcc
+        self.n_mels = n_mels
+        self.hop = hop
+
+    def extract_clip(self, waveform: np.ndarray, sample_rate: int) -> FeatureFrames:
+        hop_length = max(1, round(self.hop * sample_rate))
+        values = librosa.feature.mfcc(y=waveform, sr=sample_rate, n_mfcc=self.n_mfcc, n_mels=self.n_mels,
+                                      n_fft=_n_fft(sample_rate), hop_length=hop_length)
+        return _centred_frames(values.T, hop_length / sample_rate)
+
+
+@register
+class Tonal(AudioExtractor):
+    """Chroma (12 pitch classes, energy-normalised) and tonal centroids (6-d tonnetz, Harte et al. 2006).
+
+    Parameters
+    ----------
+    hop : float
+        Frame step, in seconds.
+    """
+
+    name = "tonal"
+
+    def __init__(self, hop: float = 0.05):
+        self.hop = hop
+
+    def extract_clip(self, waveform: np.ndarray, sample_rate: int) -> FeatureFrames:
+        hop_length = max(1, round(self.hop * sample_rate))
+        chroma = librosa.feature.chroma_stft(y=waveform, sr=sample_rate, n_fft=4 * _n_fft(sample_rate),
+                                             hop_length=hop_length)
+        tonnetz = librosa.feature.tonnetz(chroma=chroma, sr=sample_rate)
+        return _centred_frames(np.vstack([chroma, tonnetz]).T, hop_length / sample_rate)
+
+
+@register
+class Rhythm(AudioExtractor):
+    """Onset strength and tempo: mean onset strength and a tempogram pooled into log-spaced tempo bands.
+
+    In ``window``-s windows every ``hop`` s: the mean onset-strength envelope (librosa, spectral
+    flux) and its autocorrelation tempogram averaged within the tempo bands whose edges are
+    ``tempo_edges`` (beats per minute).
+
+    Parameters
+    ----------
+    window, hop : float
+        Seconds.
+    tempo_edges : sequence of float
+        Edges of the tempo bands, bpm.
+    """
+
+    name = "rhythm"
+
+    def __init__(self, window: float = 4.0, hop: float = 0.5,
+                 tempo_edges: tuple[float, ...] = (40, 60, 80, 100, 120, 140, 170, 200, 240)):
+        self.window = window
+        self.hop = hop
+        self.tempo_edges = tuple(tempo_edges)
+
+    def extract_clip(self, waveform: np.ndarray, sample_rate: int) -> FeatureFrames:
+        hop_length = max(1, round(0.01 * sample_rate))
+        frame_rate = sample_rate / hop_length
+        onset = librosa.onset.onset_strength(y=waveform, sr=sample_rate, hop_length=hop_length)
+        win = round(self.window * frame_rate)
+        if len(onset) < win:
+            raise ValueError(f"Clip of {len(waveform) / sample_rate:.2f} s is shorter than the rhythm window "
+                             f"({self.window} s); lower `window`.")
+        tempogram = librosa.feature.tempogram(onset_envelope=onset, sr=sample_rate, hop_length=hop_length,
+                                              win_length=win, center=False)
+        bpm = librosa.tempo_frequencies(tempogram.shape[0], sr=sample_rate, hop_length=hop_length)
+        bands = np.stack([tempogram[(bpm >= lo) & (bpm < hi)].mean(axis=0)
+                          for lo, hi in zip(self.tempo_edges[:-1], self.tempo_edges[1:])], axis=1)
+        starts = np.arange(0, tempogram.shape[1] - 1, max(1, round(self.hop * frame_rate)))
+        strength = np.array([onset[s : s + win].mean() for s in starts])
+        values = np.column_stack([strength, bands[starts]])
+        t0 = starts / frame_rate
+        return FeatureFrames(values, t0, t0 + self.window)
+
+
+@register
+class Loudness(AudioExtractor):
+    """Loudness: A-weighted and unweighted RMS level, in dB re full scale.
+
+    Parameters
+    ----------
+    hop : float
+        Frame step, in seconds.
+    """
+
+    name = "loudness"
+
+    def __init__(self, hop: float = 0.05):
+        self.hop = hop
+
+    def extract_clip(self, waveform: np.ndarray, sample_rate: int) -> FeatureFrames:
+        hop_length = max(1, round(self.hop * sample_rate))
+        n_fft = _n_fft(sample_rate)
+        power = np.abs(librosa.stft(waveform, n_fft=n_fft, hop_length=hop_length)) ** 2
+        freqs = librosa.fft_frequencies(sr=sample_rate, n_fft=n_fft)
+        weights = 10 ** (librosa.A_weighting(freqs, min_db=-120) / 10)
+        window = librosa.filters.get_window("hann", n_fft)
+        scale = 2.0 / (n_fft * np.sum(window**2))  # Parseval: the mean square of the windowed frame
+        a_level = 10 * np.log10(np.maximum((weights[:, None] * power).sum(axis=0) * scale, 1e-10))
+        level = 10 * np.log10(np.maximum(power.sum(axis=0) * scale, 1e-10))
+        return _centred_frames(np.column_stack([a_level, level]), hop_length / sample_rate)
+
+
+def _centred_frames(values: np.ndarray, hop: float) -> FeatureFrames:
+    """Frames centred on k * hop (librosa's ``center=True``), each ``hop`` long."""
+    starts = np.arange(len(values)) * hop - hop / 2
+    return FeatureFrames(values, starts, starts + hop)
