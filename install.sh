@@ -12,4 +12,7 @@ python3 -m venv .venv
 # brainspace ships a real resting-state run on fsaverage5 (the simulation's noise). Its declared
 # dependencies (vtk, 600+ MB) are only needed for its own plotting, so it is installed without them.
 .venv/bin/python -m pip install -q --no-deps "brainspace==0.3.0"
+# musicnn ships trained tagger checkpoints; its pinned dependencies (old numpy, TensorFlow) are not
+# needed: brain2music reads the checkpoints with numpy and runs the network in torch.
+.venv/bin/python -m pip install -q --no-deps "musicnn==0.1.0"
 .venv/bin/brain2music --version

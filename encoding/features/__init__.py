@@ -1,10 +1,11 @@
 """Feature spaces: extractors that turn clips into feature time series, and their registry.
 
-Importing this package registers the built-in spaces: ``logmel``, ``modulation`` (acoustic) and
+Importing this package registers the built-in spaces: ``logmel``, ``modulation``, ``mfcc``,
+``tonal``, ``rhythm``, ``loudness`` (acoustic), ``musicnn`` (a pretrained tagger) and
 ``caption`` (text).
 """
 
-from encoding.features import acoustic, text  # noqa: F401  (registration)
+from encoding.features import acoustic, musicnn, text  # noqa: F401  (registration)
 from encoding.features.base import (
     AudioExtractor,
     FeatureCache,

@@ -257,7 +257,7 @@ class Loudness(AudioExtractor):
         n_fft = _n_fft(sample_rate)
         power = np.abs(librosa.stft(waveform, n_fft=n_fft, hop_length=hop_length)) ** 2
         freqs = librosa.fft_frequencies(sr=sample_rate, n_fft=n_fft)
-        weights = 10 ** (librosa.A_weighting(freqs, min_db=-120) / 10)
+        weights = 10 ** (librosa.A_weighting(np.maximum(freqs, 1.0), min_db=-120) / 10)
         window = librosa.filters.get_window("hann", n_fft)
         scale = 2.0 / (n_fft * np.sum(window**2))  # Parseval: the mean square of the windowed frame
         a_level = 10 * np.log10(np.maximum((weights[:, None] * power).sum(axis=0) * scale, 1e-10))
