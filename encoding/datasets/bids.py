@@ -258,13 +258,17 @@ def clip_table_from_events(events: list[pd.DataFrame]) -> pd.DataFrame:
     return table
 
 
-def load_design(cfg: BidsConfig, progress: bool = True) -> tuple[list[tuple[RunFiles, pd.DataFrame, str]], ClipSet]:
-    """Runs with their events and role, and the clip set (audio and captions when configured), without BOLD."""
+def load_design(cfg: BidsConfig, progress: bool = True, with_bold: bool = False
+                ) -> tuple[list[tuple[RunFiles, pd.DataFrame, str]], ClipSet]:
+    """Runs with their events and role, and the clip set (audio and captions when configured).
+
+    BOLD files are only looked for ``with_bold``; without, a design loads from events alone.
+    """
     runs = []
     for task, role in ((cfg.train_task, "train"), (cfg.test_task, "test")):
         if not task:
             continue
-        for run in find_runs(cfg, task, with_bold=False):
+        for run in find_runs(cfg, task, with_bold=with_bold):
             run_role = "test" if run.run in cfg.test_runs else role
             runs.append((run, read_run_events(run, cfg, test=run_role == "test"), run_role))
     table = clip_table_from_events([ev for _, ev, _ in runs])
@@ -287,14 +291,12 @@ def load_bids(cfg: BidsConfig, preprocessing: PreprocessingConfig, progress: boo
     Errors name the file at fault: missing runs or BOLD files, events that overrun the scan, a TR
     mismatch between sidecar and image, NaN volumes, missing audio.
     """
-    design, clips = load_design(cfg, progress)
-    with_bold = {(r.task, r.run): r for task in (cfg.train_task, cfg.test_task) if task for r in find_runs(cfg, task)}
+    design, clips = load_design(cfg, progress, with_bold=True)
     masker = None
     if cfg.bold == "volume" and not cfg.project_to_surface:
-        masker = volume_masker(cfg, next(iter(with_bold.values())))
+        masker = volume_masker(cfg, design[0][0])
     runs = []
     for files, events, role in tqdm(design, desc="runs", disable=not progress, leave=False):
-        files = with_bold[(files.task, files.run)]
         tr = repetition_time(files)
         Y = _cached(cfg, files, preprocessing, lambda: _preprocessed(files, cfg, tr, masker, preprocessing))
         events = shift_events(events, preprocessing.discard_volumes, tr)
