@@ -219,8 +219,8 @@ def volume_masker(cfg: BidsConfig, first_run: RunFiles):
     from nilearn.maskers import NiftiMasker
 
     if cfg.mask:
-        return NiftiMasker(mask_img=cfg.mask).fit()
-    return NiftiMasker(mask_strategy="epi").fit(str(first_run.bold[0]))
+        return NiftiMasker(mask_img=cfg.mask, standardize=None).fit()
+    return NiftiMasker(mask_strategy="epi", standardize=None).fit(str(first_run.bold[0]))
 
 
 def project_to_fsaverage5(img) -> np.ndarray:

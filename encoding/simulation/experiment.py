@@ -60,8 +60,8 @@ class SimulationConfig:
     """
 
     n_train_runs: int = 6
-    clips_per_run: int = 16
-    n_test_clips: int = 10
+    clips_per_run: int = 20
+    n_test_clips: int = 16
     n_test_repeats: int = 4
     tr: float = 1.5
     clip_duration: float = 15.0
