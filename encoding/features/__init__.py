@@ -1,11 +1,11 @@
 """Feature spaces: extractors that turn clips into feature time series, and their registry.
 
 Importing this package registers the built-in spaces: ``logmel``, ``modulation``, ``mfcc``,
-``tonal``, ``rhythm``, ``loudness`` (acoustic), ``musicnn`` (a pretrained tagger) and
-``caption`` (text).
+``tonal``, ``rhythm``, ``loudness`` (acoustic), ``musicnn`` (a pretrained tagger), ``encodec`` and
+``audio_ssl`` (transformers networks) and ``caption`` (text).
 """
 
-from encoding.features import acoustic, musicnn, text  # noqa: F401  (registration)
+from encoding.features import acoustic, musicnn, neural, text  # noqa: F401  (registration)
 from encoding.features.base import (
     AudioExtractor,
     FeatureCache,

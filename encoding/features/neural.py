@@ -1,0 +1,128 @@
+"""Feature spaces from pretrained audio networks loaded with transformers (any hub id or local folder).
+
+Each clip is cut into ``window``-s windows every ``hop`` s (Brain2Music used 1.5-, 5- and 10-s
+windows on a 1.5-s hop); a window's hidden states are averaged over time into one vector.
+
+- ``encodec``: EnCodec's continuous encoder latents, before quantisation (the open analogue of
+  SoundStream); default ``facebook/encodec_32khz``, MusicGen's codec.
+- ``audio_ssl``: a hidden layer of a self-supervised speech/music model (wav2vec 2.0, HuBERT,
+  MERT-style ``AutoModel``s); default ``facebook/hubert-base-ls960``.
+
+Weights come from the Hugging Face hub on first use (cached by transformers); offline, point
+``model`` at a folder saved with ``save_pretrained``.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from functools import lru_cache
+
+import numpy as np
+
+from encoding.features.base import AudioExtractor, FeatureFrames, register
+
+
+@lru_cache(maxsize=4)
+def load_pretrained(model_id: str):
+    """(model in eval mode, feature extractor) for a hub id or folder, cached per process."""
+    from transformers import AutoFeatureExtractor, AutoModel
+
+    try:
+        model = AutoModel.from_pretrained(model_id).eval()
+        extractor = AutoFeatureExtractor.from_pretrained(model_id)
+    except OSError as err:
+        raise OSError(
+            f"Cannot load {model_id!r} ({err}). Hub ids need the network on first use; offline, give the "
+            "folder of a model saved with save_pretrained."
+        ) from None
+    return model, extractor
+
+
+class WindowedNetwork(AudioExtractor):
+    """Base of network spaces: windows in, one time-averaged hidden-state vector per window out."""
+
+    def __init__(self, model: str, window: float = 1.5, hop: float = 1.5, batch_size: int = 8):
+        if window <= 0 or hop <= 0:
+            raise ValueError(f"{self.name}: window and hop must be positive seconds.")
+        self.model = model
+        self.window = window
+        self.hop = hop
+        self.batch_size = batch_size
+
+    @abstractmethod
+    def hidden_states(self, net, inputs) -> object:
+        """Hidden states of a batch of windows, a torch tensor of shape (n, time, dims)."""
+
+    def extract_clip(self, waveform: np.ndarray, sample_rate: int) -> FeatureFrames:
+        import librosa
+        import torch
+
+        net, extractor = load_pretrained(self.model)
+        rate = extractor.sampling_rate
+        if sample_rate != rate:
+            waveform = librosa.resample(waveform, orig_sr=sample_rate, target_sr=rate)
+        length = int(round(self.window * rate))
+        if len(waveform) < length:
+            raise ValueError(f"{self.name}: clip of {len(waveform) / rate:.2f} s is shorter than the window "
+                             f"({self.window} s); lower `window`.")
+        starts = np.arange(0, len(waveform) - length + 1, int(round(self.hop * rate)))
+        windows = np.stack([waveform[s : s + length] for s in starts]).astype(np.float32)
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(windows), self.batch_size):
+                inputs = extractor(list(windows[i : i + self.batch_size]), sampling_rate=rate, return_tensors="pt")
+                out.append(self.hidden_states(net, inputs).mean(dim=1).float().numpy())
+        t0 = starts / rate
+        return FeatureFrames(np.concatenate(out), t0, t0 + self.window)
+
+
+@register
+class EncodecLatents(WindowedNetwork):
+    """EnCodec encoder latents (continuous, before the residual vector quantiser).
+
+    Parameters
+    ----------
+    model : str
+        Hub id or folder of an ``EncodecModel``.
+    window, hop : float
+        Seconds.
+    batch_size : int
+    """
+
+    name = "encodec"
+
+    def __init__(self, model: str = "facebook/encodec_32khz", window: float = 1.5, hop: float = 1.5,
+                 batch_size: int = 8):
+        super().__init__(model, window, hop, batch_size)
+
+    def hidden_states(self, net, inputs):
+        return net.encoder(inputs["input_values"]).transpose(1, 2)
+
+
+@register
+class AudioSSL(WindowedNetwork):
+    """A hidden layer of a self-supervised audio transformer (wav2vec 2.0, HuBERT, MERT-style).
+
+    Parameters
+    ----------
+    model : str
+        Hub id or folder of an audio ``AutoModel`` with ``output_hidden_states``.
+    layer : int
+        Hidden layer (0: the convolutional features' projection; -1: the last).
+    window, hop : float
+        Seconds.
+    batch_size : int
+    """
+
+    name = "audio_ssl"
+
+    def __init__(self, model: str = "facebook/hubert-base-ls960", layer: int = 6, window: float = 1.5,
+                 hop: float = 1.5, batch_size: int = 8):
+        super().__init__(model, window, hop, batch_size)
+        self.layer = layer
+
+    def hidden_states(self, net, inputs):
+        states = net(inputs["input_values"], output_hidden_states=True).hidden_states
+        if not -len(states) <= self.layer < len(states):
+            raise ValueError(f"audio_ssl: layer {self.layer} out of range; {self.model} has {len(states)} hidden states.")
+        return states[self.layer]
