@@ -65,3 +65,48 @@ def test_audio_ssl_layers_differ_and_are_deterministic(tiny_wav2vec2):
 def test_unavailable_models_fail_with_a_clear_message(tmp_path):
     with pytest.raises(OSError, match="Cannot load .*save_pretrained"):
         get_extractor("encodec", model=str(tmp_path / "no-such-model")).extract_clip(np.zeros(48000, np.float32), 16000)
+
+
+@pytest.fixture(scope="module")
+def tiny_clap(tmp_path_factory):
+    """A tiny CLAP with a byte-level BPE tokenizer trained here (no download)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+
+    folder = tmp_path_factory.mktemp("tiny-clap")
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    corpus = ["a loud rock song with distorted guitar and drums", "calm classical strings", "a jazz piano trio"] * 10
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"]))
+    tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    tokenizer = transformers.RobertaTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+                                                  unk_token="<unk>", pad_token="<pad>", mask_token="<mask>")
+    torch.manual_seed(0)
+    config = transformers.ClapConfig(
+        text_config=dict(vocab_size=tokenizer.vocab_size + 5, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=37, max_position_embeddings=80, projection_dim=16),
+        audio_config=dict(depths=[1, 1], num_attention_heads=[2, 2], hidden_size=32, patch_embeds_hidden_size=16,
+                          enable_fusion=False, spec_size=128, num_mel_bins=64, window_size=4, projection_dim=16,
+                          patch_stride=(4, 4), patch_size=4),
+        projection_dim=16)
+    transformers.ClapModel(config).save_pretrained(folder)
+    extractor = transformers.ClapFeatureExtractor(feature_size=64, sampling_rate=48000, max_length_s=2,
+                                                  fft_window_size=1024, hop_length=480)
+    transformers.ClapProcessor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(folder)
+    return str(folder)
+
+
+def test_clap_audio_and_text_embed_in_one_space(tiny_clap):
+    from encoding.data import ClipSet
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    audio = {"a": (0.1 * rng.standard_normal(16000 * 3)).astype(np.float32), "b": np.zeros(16000 * 3, np.float32)}
+    clips = ClipSet(pd.DataFrame({"caption": ["a loud rock song", "calm classical strings"]}, index=["a", "b"]), audio, 16000)
+    sound = get_extractor("clap_audio", model=tiny_clap, window=2.0, hop=1.0).extract(clips, progress=False)
+    text = get_extractor("clap_text", model=tiny_clap).extract(clips, progress=False)
+    assert sound["a"].values.shape == (2, 16) and text["a"].values.shape == (1, 16)
+    assert not np.allclose(text["a"].values, text["b"].values)
+    again = get_extractor("clap_audio", model=tiny_clap, window=2.0, hop=1.0).extract(clips, progress=False)
+    np.testing.assert_array_equal(sound["a"].values, again["a"].values)  # no random cropping
+    with pytest.raises(ValueError, match="exceeds the model's 2 s"):
+        get_extractor("clap_audio", model=tiny_clap, window=3.0).extract_clip(audio["a"], 16000)

@@ -6,7 +6,9 @@ windows on a 1.5-s hop); a window's hidden states are averaged over time into on
 - ``encodec``: EnCodec's continuous encoder latents, before quantisation (the open analogue of
   SoundStream); default ``facebook/encodec_32khz``, MusicGen's codec.
 - ``audio_ssl``: a hidden layer of a self-supervised speech/music model (wav2vec 2.0, HuBERT,
-  MERT-style ``AutoModel``s); default ``facebook/hubert-base-ls960``.
+  MERT-style ``AutoModel``s); default ``facebook/hubert-base-ls960``;
+- ``clap_audio``: CLAP's audio embedding (``laion/larger_clap_music``), the music-text joint
+  space (``clap_text`` embeds captions in the same space).
 
 Weights come from the Hugging Face hub on first use (cached by transformers); offline, point
 ``model`` at a folder saved with ``save_pretrained``.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from functools import lru_cache
+from typing import ClassVar
 
 import numpy as np
 
@@ -49,9 +52,11 @@ class WindowedNetwork(AudioExtractor):
         self.hop = hop
         self.batch_size = batch_size
 
+    input_options: ClassVar[dict] = {}  # extra arguments of the feature extractor's call
+
     @abstractmethod
-    def hidden_states(self, net, inputs) -> object:
-        """Hidden states of a batch of windows, a torch tensor of shape (n, time, dims)."""
+    def embed(self, net, inputs) -> object:
+        """One vector per window of a batch: a torch tensor of shape (n, dims)."""
 
     def extract_clip(self, waveform: np.ndarray, sample_rate: int) -> FeatureFrames:
         import librosa
@@ -70,8 +75,9 @@ class WindowedNetwork(AudioExtractor):
         out = []
         with torch.inference_mode():
             for i in range(0, len(windows), self.batch_size):
-                inputs = extractor(list(windows[i : i + self.batch_size]), sampling_rate=rate, return_tensors="pt")
-                out.append(self.hidden_states(net, inputs).mean(dim=1).float().numpy())
+                inputs = extractor(list(windows[i : i + self.batch_size]), sampling_rate=rate, return_tensors="pt",
+                                   **self.input_options)
+                out.append(self.embed(net, inputs).float().numpy())
         t0 = starts / rate
         return FeatureFrames(np.concatenate(out), t0, t0 + self.window)
 
@@ -95,8 +101,8 @@ class EncodecLatents(WindowedNetwork):
                  batch_size: int = 8):
         super().__init__(model, window, hop, batch_size)
 
-    def hidden_states(self, net, inputs):
-        return net.encoder(inputs["input_values"]).transpose(1, 2)
+    def embed(self, net, inputs):
+        return net.encoder(inputs["input_values"]).mean(dim=2)
 
 
 @register
@@ -121,8 +127,46 @@ class AudioSSL(WindowedNetwork):
         super().__init__(model, window, hop, batch_size)
         self.layer = layer
 
-    def hidden_states(self, net, inputs):
+    def embed(self, net, inputs):
         states = net(inputs["input_values"], output_hidden_states=True).hidden_states
         if not -len(states) <= self.layer < len(states):
             raise ValueError(f"audio_ssl: layer {self.layer} out of range; {self.model} has {len(states)} hidden states.")
-        return states[self.layer]
+        return states[self.layer].mean(dim=1)
+
+
+@register
+class ClapAudio(WindowedNetwork):
+    """CLAP's audio embedding (the music-text joint space, the open analogue of MuLan).
+
+    The default ``laion/larger_clap_music`` takes up to 10 s (Brain2Music's MuLan window); shorter
+    windows are repeat-padded by CLAP's feature extractor. Windows must not exceed the model's
+    maximum length, where CLAP would crop at random.
+
+    Parameters
+    ----------
+    model : str
+        Hub id or folder of a transformers ``ClapModel``.
+    window, hop : float
+        Seconds.
+    batch_size : int
+    """
+
+    name = "clap_audio"
+    input_options: ClassVar[dict] = {"truncation": "rand_trunc"}
+
+    def __init__(self, model: str = "laion/larger_clap_music", window: float = 10.0, hop: float = 1.5,
+                 batch_size: int = 4):
+        super().__init__(model, window, hop, batch_size)
+
+    def embed(self, net, inputs):
+        _, extractor = load_pretrained(self.model)
+        if self.window > extractor.max_length_s + 1e-6:
+            raise ValueError(f"clap_audio: window {self.window} s exceeds the model's {extractor.max_length_s} s; "
+                             "CLAP would crop at random.")
+        return pooled(net.get_audio_features(input_features=inputs["input_features"],
+                                             is_longer=inputs.get("is_longer")))
+
+
+def pooled(output):
+    """A projected embedding: transformers 5 returns a model output whose ``pooler_output`` holds it."""
+    return output if hasattr(output, "shape") else output.pooler_output

@@ -50,21 +50,29 @@ class CaptionEmbedding(FeatureExtractor):
         return MINILM if have else LSA
 
     def compute(self, clips: ClipSet, progress: bool = True) -> dict[str, FeatureFrames]:
-        captions = clips.captions
-        empty = [cid for cid, c in zip(clips.ids, captions) if not c.strip()]
-        if empty:
-            raise ValueError(
-                f"The caption space needs a caption for every clip; {len(empty)} have none, e.g. {empty[:5]}."
-            )
+        captions = _require_captions(clips)
         model = self.resolved_model()
         if model == LSA:
             values = lsa_embed(captions, self.n_components)
         else:
             values = transformer_embed(captions, minilm_folder() if model == MINILM else model, self.layer, self.batch_size)
-        return {
-            cid: FeatureFrames(v[None, :], np.zeros(1), np.array([clips.duration(cid)]))
-            for cid, v in zip(clips.ids, values)
-        }
+        return _clip_frames(clips, values)
+
+
+def _require_captions(clips: ClipSet) -> list[str]:
+    captions = clips.captions
+    empty = [cid for cid, c in zip(clips.ids, captions) if not c.strip()]
+    if empty:
+        raise ValueError(
+            f"Caption spaces need a caption for every clip; {len(empty)} have none, e.g. {empty[:5]}."
+        )
+    return captions
+
+
+def _clip_frames(clips: ClipSet, values: np.ndarray) -> dict[str, FeatureFrames]:
+    """One frame per clip, spanning the whole clip."""
+    return {cid: FeatureFrames(v[None, :], np.zeros(1), np.array([clips.duration(cid)]))
+            for cid, v in zip(clips.ids, values)}
 
 
 def minilm_folder() -> Path:
@@ -114,3 +122,37 @@ def lsa_embed(texts: list[str], n_components: int) -> np.ndarray:
     tfidf = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True).fit_transform(texts)
     k = max(1, min(n_components, tfidf.shape[0] - 1, tfidf.shape[1] - 1))
     return TruncatedSVD(n_components=k, random_state=0).fit_transform(tfidf).astype(np.float32)
+
+
+@register
+class ClapText(FeatureExtractor):
+    """CLAP's text embedding of each caption (the text side of the joint space of ``clap_audio``).
+
+    Parameters
+    ----------
+    model : str
+        Hub id or folder of a transformers ``ClapModel`` with its tokenizer.
+    batch_size : int
+    """
+
+    name = "clap_text"
+
+    def __init__(self, model: str = "laion/larger_clap_music", batch_size: int = 32):
+        self.model = model
+        self.batch_size = batch_size
+
+    def compute(self, clips: ClipSet, progress: bool = True) -> dict[str, FeatureFrames]:
+        import torch
+        from transformers import AutoTokenizer
+
+        from encoding.features.neural import load_pretrained, pooled
+
+        captions = _require_captions(clips)
+        net, _ = load_pretrained(self.model)
+        tokenizer = AutoTokenizer.from_pretrained(self.model)
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(captions), self.batch_size):
+                batch = tokenizer(captions[i : i + self.batch_size], padding=True, truncation=True, return_tensors="pt")
+                out.append(pooled(net.get_text_features(**batch)).float().numpy())
+        return _clip_frames(clips, np.concatenate(out))
