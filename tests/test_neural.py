@@ -110,3 +110,47 @@ def test_clap_audio_and_text_embed_in_one_space(tiny_clap):
     np.testing.assert_array_equal(sound["a"].values, again["a"].values)  # no random cropping
     with pytest.raises(ValueError, match="exceeds the model's 2 s"):
         get_extractor("clap_audio", model=tiny_clap, window=3.0).extract_clip(audio["a"], 16000)
+
+
+@pytest.fixture(scope="module")
+def tiny_musicgen(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-musicgen")
+    torch.manual_seed(0)
+    codec = transformers.EncodecConfig(sampling_rate=16000, num_filters=4, hidden_size=16, codebook_size=32,
+                                       codebook_dim=16, upsampling_ratios=[4, 4], target_bandwidths=[20.0],
+                                       num_lstm_layers=1, audio_channels=1)
+    text = transformers.T5Config(vocab_size=100, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2)
+    decoder = transformers.MusicgenDecoderConfig(vocab_size=32, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                                 ffn_dim=64, num_codebooks=4, pad_token_id=32, bos_token_id=32)
+    config = transformers.MusicgenConfig(text_encoder=text.to_dict(), audio_encoder=codec.to_dict(),
+                                         decoder=decoder.to_dict())
+    model = transformers.MusicgenForConditionalGeneration(config)
+    with torch.no_grad():  # a fresh codec's codebooks are zeros: every frame would get code 0
+        for layer in model.audio_encoder.quantizer.layers:
+            layer.codebook.embed.normal_(std=0.1)  # on the scale of the encoder latents
+    model.generation_config.decoder_start_token_id = 32
+    model.generation_config.pad_token_id = 32
+    model.save_pretrained(folder)
+    return str(folder)
+
+
+def test_delay_pattern_matches_musicgen():
+    from encoding.features.neural import delay_pattern
+
+    codes = torch.arange(8).reshape(2, 4)
+    ids = delay_pattern(codes, start_token=9, pad_token=8)
+    assert ids.tolist() == [[9, 0, 1, 2, 3, 8], [9, 8, 4, 5, 6, 7]]
+
+
+def test_musicgen_states_are_causal_and_pooled(tiny_musicgen):
+    rng = np.random.default_rng(0)
+    wave = (0.1 * rng.standard_normal(16000 * 2)).astype(np.float32)
+    ext = get_extractor("musicgen", model=tiny_musicgen, layer=-1, hop=0.25)
+    frames = ext.extract_clip(wave, 16000)
+    assert frames.values.shape == (8, 32) and np.allclose(frames.ends - frames.starts, 0.25)
+    # the decoder is causal: changing the second half of the clip leaves the first frames' states alone
+    changed = wave.copy()
+    changed[16000:] = 0.1 * rng.standard_normal(16000)
+    other = ext.extract_clip(changed, 16000)
+    np.testing.assert_allclose(other.values[:3], frames.values[:3], atol=1e-5)
+    assert not np.allclose(other.values[-2:], frames.values[-2:])

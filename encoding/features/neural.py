@@ -8,7 +8,8 @@ windows on a 1.5-s hop); a window's hidden states are averaged over time into on
 - ``audio_ssl``: a hidden layer of a self-supervised speech/music model (wav2vec 2.0, HuBERT,
   MERT-style ``AutoModel``s); default ``facebook/hubert-base-ls960``;
 - ``clap_audio``: CLAP's audio embedding (``laion/larger_clap_music``), the music-text joint
-  space (``clap_text`` embeds captions in the same space).
+  space (``clap_text`` embeds captions in the same space);
+- ``musicgen``: hidden states of MusicGen's decoder listening to the clip (``facebook/musicgen-small``).
 
 Weights come from the Hugging Face hub on first use (cached by transformers); offline, point
 ``model`` at a folder saved with ``save_pretrained``.
@@ -170,3 +171,84 @@ class ClapAudio(WindowedNetwork):
 def pooled(output):
     """A projected embedding: transformers 5 returns a model output whose ``pooler_output`` holds it."""
     return output if hasattr(output, "shape") else output.pooler_output
+
+
+@lru_cache(maxsize=2)
+def load_musicgen(model_id: str):
+    """A ``MusicgenForConditionalGeneration`` in eval mode (hub id or folder), cached per process."""
+    from transformers import MusicgenForConditionalGeneration
+
+    try:
+        return MusicgenForConditionalGeneration.from_pretrained(model_id).eval()
+    except OSError as err:
+        raise OSError(f"Cannot load {model_id!r} ({err}). Offline, give the folder of a saved MusicGen.") from None
+
+
+@register
+class MusicgenStates(AudioExtractor):
+    """Hidden states of MusicGen's decoder listening to the clip (teacher forcing).
+
+    The clip is encoded by MusicGen's own EnCodec; its codes, in MusicGen's delay pattern (codebook
+    k shifted by k steps after a start token), are fed to the decoder without a text prompt (the
+    unconditional branch: zero text states). The state at the step where all codebooks of codec
+    frame t have been read stands for frame t; states are averaged within ``hop``-s frames.
+
+    Parameters
+    ----------
+    model : str
+        Hub id or folder of a ``MusicgenForConditionalGeneration`` (``facebook/musicgen-small``:
+        24 layers, 1024-d, 32-kHz EnCodec with 4 codebooks at 50 Hz).
+    layer : int
+        Decoder hidden state (0: embeddings; -1: the last layer).
+    hop : float
+        Output frame length, seconds.
+    """
+
+    name = "musicgen"
+
+    def __init__(self, model: str = "facebook/musicgen-small", layer: int = 12, hop: float = 0.5):
+        self.model = model
+        self.layer = layer
+        self.hop = hop
+
+    def extract_clip(self, waveform: np.ndarray, sample_rate: int) -> FeatureFrames:
+        import librosa
+        import torch
+
+        net = load_musicgen(self.model)
+        rate = net.config.audio_encoder.sampling_rate
+        if sample_rate != rate:
+            waveform = librosa.resample(waveform, orig_sr=sample_rate, target_sr=rate)
+        with torch.inference_mode():
+            codes = net.audio_encoder.encode(torch.from_numpy(waveform.astype(np.float32))[None, None]).audio_codes[0, 0]
+            n_codebooks, n_frames = codes.shape
+            if n_codebooks != net.decoder.config.num_codebooks:
+                raise ValueError(f"musicgen: the codec gives {n_codebooks} codebooks but the decoder reads "
+                                 f"{net.decoder.config.num_codebooks}.")
+            ids = delay_pattern(codes, net.generation_config.decoder_start_token_id, net.generation_config.pad_token_id)
+            text = torch.zeros((1, 1, net.config.text_encoder.hidden_size))
+            out = net(encoder_outputs=(text,), attention_mask=torch.zeros((1, 1), dtype=torch.long),
+                      decoder_input_ids=ids, output_hidden_states=True)
+            states = out.decoder_hidden_states
+            if not -len(states) <= self.layer < len(states):
+                raise ValueError(f"musicgen: layer {self.layer} out of range; {self.model} has {len(states)} states.")
+            per_frame = states[self.layer][0, n_codebooks : n_codebooks + n_frames].float().numpy()
+        frame_rate = n_frames / (len(waveform) / rate)
+        per_hop = max(1, int(round(self.hop * frame_rate)))
+        n_out = n_frames // per_hop
+        values = per_frame[: n_out * per_hop].reshape(n_out, per_hop, -1).mean(axis=1)
+        starts = np.arange(n_out) * per_hop / frame_rate
+        return FeatureFrames(values, starts, starts + per_hop / frame_rate)
+
+
+def delay_pattern(codes, start_token: int, pad_token: int):
+    """MusicGen's decoder input for codes (n_codebooks, n_frames): a start token, then codebook k
+    delayed by k steps, padded; shape (n_codebooks, n_frames + n_codebooks)."""
+    import torch
+
+    n_codebooks, n_frames = codes.shape
+    ids = torch.full((n_codebooks, n_frames + n_codebooks), pad_token, dtype=torch.long)
+    ids[:, 0] = start_token
+    for k in range(n_codebooks):
+        ids[k, 1 + k : 1 + k + n_frames] = codes[k]
+    return ids
