@@ -45,6 +45,21 @@ def _fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from encoding.config import PipelineConfig
+    from encoding.sweep import run_sweep, write_sweep
+
+    config = PipelineConfig.from_toml(args.config)
+    if not config.sweep.space or not config.sweep.values:
+        raise ValueError(f"{args.config}: [sweep] needs a space and values to sweep.")
+    results, experiment = run_sweep(config, progress=not args.no_progress)
+    summary = write_sweep(results, experiment, config, args.out)
+    print(f"Wrote {args.out}/: sweep.md, sweep.json, sweep.npz, figures/")
+    for value, row in summary["values"].items():
+        print(f"{config.sweep.parameter}={value}: best at {row['n_vertices_best']} vertices")
+    return 0
+
+
 def _spaces(args: argparse.Namespace) -> int:
     from encoding.features import available_spaces, get_extractor
 
@@ -87,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--out", type=Path, default=Path("brain2music-output"), help="output folder")
     fit.add_argument("--no-progress", action="store_true", help="hide progress bars")
     fit.set_defaults(func=_fit)
+
+    sweep = sub.add_parser("sweep", help="one fit per layer (value) of a feature space: the [sweep] of a config")
+    sweep.add_argument("config", type=Path, help="config file with a [sweep] section")
+    sweep.add_argument("--out", type=Path, default=Path("brain2music-sweep"), help="output folder")
+    sweep.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    sweep.set_defaults(func=_sweep)
 
     spaces = sub.add_parser("spaces", help="list the registered feature spaces and their parameters")
     spaces.set_defaults(func=_spaces)

@@ -74,15 +74,22 @@ class FeaturesConfig:
     cache : str
         Folder of cached features (empty: no cache); keyed by extractor, parameters, revision and
         clip content, so re-runs and interrupted runs only compute what is missing.
+    pca : dict of str to int
+        Spaces to reduce to that many principal components, fitted on the training clips only
+        (e.g. ``{musicgen = 64}``); the kept variance is recorded in the summary.
     """
 
     spaces: list[str] = field(default_factory=lambda: ["logmel", "modulation", "caption"])
     params: dict[str, dict] = field(default_factory=dict)
     cache: str = ""
+    pca: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.spaces:
             raise ValueError("features.spaces is empty; name at least one feature space.")
+        outside = sorted(set(self.pca) - set(self.spaces))
+        if outside or any(int(n) < 1 for n in self.pca.values()):
+            raise ValueError(f"features.pca names spaces that are not fitted ({outside}) or asks for < 1 component.")
         if len(set(self.spaces)) != len(self.spaces):
             raise ValueError(f"features.spaces lists a space twice: {self.spaces}.")
 
@@ -169,6 +176,25 @@ class OutputConfig:
 
 
 @dataclass
+class SweepConfig:
+    """A layer sweep (``brain2music sweep``): one fit per value of a feature-space parameter.
+
+    Attributes
+    ----------
+    space : str
+        Feature space to sweep (e.g. ``"musicnn"``).
+    parameter : str
+        Its parameter that varies (e.g. ``"layer"``).
+    values : list
+        The values, e.g. ``["timbral", "temporal", "cnn1", "cnn2", "cnn3", "penultimate"]``.
+    """
+
+    space: str = ""
+    parameter: str = "layer"
+    values: list = field(default_factory=list)
+
+
+@dataclass
 class PipelineConfig:
     """All options of a brain2music run."""
 
@@ -177,10 +203,13 @@ class PipelineConfig:
     design: DesignConfig = field(default_factory=DesignConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
     def __post_init__(self) -> None:
         from encoding.features import available_spaces
 
+        if self.sweep.space and self.sweep.space not in available_spaces():
+            raise ValueError(f"sweep.space {self.sweep.space!r} is not a registered feature space.")
         known = set(available_spaces()) | set(self.data.regressor_names())
         unknown = [s for s in list(self.features.spaces) + list(self.features.params) if s not in known]
         if unknown:

@@ -21,6 +21,7 @@ from encoding.datasets.bids import load_bids
 from encoding.datasets.tables import load_tables
 from encoding.design import Design, features_on_trs, make_design
 from encoding.features import FeatureCache, FeatureFrames, get_extractor
+from encoding.features.reduction import reduce_space
 from encoding.model import BandedRidgeEncoder
 from encoding.scoring import correlation_score, r2_score
 from encoding.simulation import GroundTruth, simulate_experiment
@@ -92,13 +93,23 @@ def load_data(cfg: DataConfig, feature_params: Mapping[str, dict], progress: boo
 
 def extract_features(experiment: Experiment, cfg: FeaturesConfig, progress: bool = True
                      ) -> dict[str, dict[str, FeatureFrames]]:
-    """Step 2: every configured feature space of every clip (spaces the runs carry as regressors excepted)."""
+    """Step 2: every configured feature space of every clip (spaces the runs carry as regressors excepted).
+
+    Spaces named in ``cfg.pca`` are reduced by PCA fitted on the training clips; what was kept is
+    recorded in ``experiment.info["pca"]``.
+    """
     cache = FeatureCache(cfg.cache) if cfg.cache else None
-    return {
+    features = {
         space: get_extractor(space, **cfg.params.get(space, {})).extract(experiment.clips, progress, cache)
         for space in cfg.spaces
         if not all(space in run.regressors for run in experiment.runs)
     }
+    train_clips = [c for run in experiment.train_runs for c in run.events["clip_id"]]
+    for space, n_components in cfg.pca.items():
+        if space in features:
+            features[space], info = reduce_space(features[space], train_clips, n_components)
+            experiment.info.setdefault("pca", {})[space] = info
+    return features
 
 
 def build_design(experiment: Experiment, features: Mapping[str, Mapping[str, FeatureFrames]],

@@ -45,6 +45,7 @@ def summarize(run) -> dict:
             "n_test_repeats": None if design.Y_test_repeats is None else int(design.Y_test_repeats.shape[0]),
         },
         "features": {name: int(sl.stop - sl.start) // len(design.delays) for name, sl in design.bands.items()},
+        "pca": exp.info.get("pca", {}),
         "design": {"delays_tr": list(design.delays), "n_features": int(design.X_train.shape[1])},
         "model": {
             "estimator": "BandedRidgeEncoder (himalaya MultipleKernelRidgeCV, random search)",

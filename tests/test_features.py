@@ -175,3 +175,18 @@ def test_loudness_levels_and_a_weighting():
     np.testing.assert_allclose(level["k1"][0], level["k1"][1], atol=0.5)  # A-weighting is ~0 dB at 1 kHz
     np.testing.assert_allclose(level["low"][1] - level["low"][0], 19.1, atol=1.0)  # and -19.1 dB at 100 Hz
     np.testing.assert_allclose(level["k1"][1], 20 * np.log10(0.3 / np.sqrt(2)), atol=1.0)  # dB re full scale
+
+
+def test_pca_is_fitted_on_training_clips_only():
+    from encoding.features.reduction import reduce_space
+
+    rng = np.random.default_rng(0)
+    frames = {f"tr{i}": FeatureFrames(rng.standard_normal((5, 3)) @ np.diag([5.0, 1.0, 0.1]), np.arange(5), np.arange(1, 6))
+              for i in range(6)}
+    frames["test"] = FeatureFrames(np.tile([[0.0, 0.0, 100.0]], (5, 1)), np.arange(5), np.arange(1, 6))
+    reduced, info = reduce_space(frames, [f"tr{i}" for i in range(6)], n_components=1)
+    assert reduced["tr0"].n_dims == 1 and info["n_train_clips"] == 6 and info["n_train_frames"] == 30
+    assert info["explained_variance"] > 0.9
+    # the test clip's huge third dimension did not steer the axis: it projects near zero
+    assert np.abs(reduced["test"].values).max() < 5
+    np.testing.assert_array_equal(reduced["test"].starts, frames["test"].starts)

@@ -77,3 +77,24 @@ def test_fit_runs_a_config_file(tmp_path, capsys):
     assert summary["recovery"]["auc"] > 0.7
     assert summary["recovery"]["band_accuracy"] is None
     assert summary["recovery"]["unfitted_planted_spaces"] == ["caption"]
+
+
+def test_sweep_finds_the_planted_resolution(tmp_path, capsys):
+    """The simulation plants logmel with 32 bands at Heschl's gyrus: a sweep over n_mels prefers 32 there."""
+    config = tiny_config(figures=True)
+    config.sweep.space, config.sweep.parameter, config.sweep.values = "logmel", "n_mels", [4, 32]
+    path = tmp_path / "sweep.toml"
+    path.write_text(config.to_toml())
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+    assert "n_mels=32: best at" in capsys.readouterr().out
+    arrays = np.load(tmp_path / "out" / "sweep.npz")
+    assert arrays["test_r2"].shape == (2, 20484) and list(arrays["values"]) == ["4", "32"]
+    from encoding.simulation import simulate_experiment
+
+    _, truth = simulate_experiment(config.data.simulation, config.features.params, progress=False)
+    hg = truth.dominant_band == truth.band_names.index("logmel")
+    strong = hg & (truth.signal_share.sum(axis=0) > 0.3)
+    best = np.nan_to_num(arrays["test_r2"], nan=-np.inf).argmax(axis=0)
+    assert (best[strong] == 1).mean() > 0.6
+    assert (tmp_path / "out" / "figures" / "sweep_best.png").is_file()
+    assert "| 32 |" in (tmp_path / "out" / "sweep.md").read_text()
