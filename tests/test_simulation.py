@@ -105,3 +105,19 @@ def test_noise_is_unit_variance_and_autocorrelated(kind):
     near = np.mean([np.corrcoef(noise[:, 5000], noise[:, v])[0, 1] for v in neighbours])
     assert near > 0.2
     assert abs(np.corrcoef(noise[:, 5000], noise[:, 15000])[0, 1]) < 0.3
+
+
+def test_planted_weights_span_the_leading_principal_axes():
+    from encoding.simulation.brain import planted_weights
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((500, 6)) * [10, 5, 1, 1, 1, 1]
+    W = planted_weights(X, n_vertices=50, n_components=2, rng=rng)
+    assert W.shape == (6, 50)
+    # z-scoring equalises the columns' variance, so correlated structure decides: here none, so the
+    # two axes are any two of the six; the weights still live in a 2-d subspace
+    assert np.linalg.matrix_rank(W, tol=1e-4) == 2
+    Xc = np.column_stack([X[:, 0], X[:, 0] + 0.01 * X[:, 1], rng.standard_normal(500)])  # one dominant axis
+    W = planted_weights(Xc, n_vertices=20, n_components=1, rng=rng)
+    direction = W[:, 0] / np.linalg.norm(W[:, 0])
+    assert abs(direction @ np.array([1, 1, 0]) / np.sqrt(2)) > 0.99

@@ -113,10 +113,16 @@ def planted_weights(
     -------
     ndarray, shape (n_dims, n_vertices)
     """
-    X = train_features - train_features.mean(axis=0)
+    X = np.asarray(train_features, dtype=np.float64)
+    X = X - X.mean(axis=0)
     X = X / np.where(X.std(axis=0) > 0, X.std(axis=0), 1.0)
-    _, sv, vt = np.linalg.svd(X, full_matrices=False)
-    k = int(min(n_components, (sv > 1e-6 * sv[0]).sum()))
+    if not np.isfinite(X).all():
+        raise ValueError("Planted-space features contain NaN or inf.")
+    # principal axes from the covariance's eigendecomposition (robust where LAPACK's SVD may not converge)
+    eigval, eigvec = np.linalg.eigh(X.T @ X)
+    eigval, eigvec = eigval[::-1], eigvec[:, ::-1]
+    k = int(min(n_components, (eigval > 1e-10 * eigval[0]).sum()))
+    vt = eigvec.T
     coefs = rng.standard_normal((k, n_vertices)) / np.sqrt(np.arange(1, k + 1))[:, None]
     return (vt[:k].T @ coefs).astype(np.float32)
 
