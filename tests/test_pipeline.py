@@ -98,3 +98,14 @@ def test_sweep_finds_the_planted_resolution(tmp_path, capsys):
     assert (best[strong] == 1).mean() > 0.6
     assert (tmp_path / "out" / "figures" / "sweep_best.png").is_file()
     assert "| 32 |" in (tmp_path / "out" / "sweep.md").read_text()
+
+
+def test_atomic_outputs_get_the_usual_file_mode(tmp_path):
+    import os
+
+    from encoding.io import write_text
+
+    path = write_text(tmp_path / "a.txt", "x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (path.stat().st_mode & 0o777) == (0o666 & ~mask)

@@ -25,7 +25,10 @@ REGRESSORS = ("sndpwr", "rate")
 
 def subjects(root: str | Path) -> list[str]:
     """Subject labels (``s18`` ...) with ROI time courses."""
-    return sorted(p.name.split("-")[0] for p in (Path(root) / "10mm").glob("*-timecourses.txt"))
+    found = sorted(p.name.split("-")[0] for p in (Path(root) / "10mm").glob("*-timecourses.txt"))
+    if not found:
+        raise FileNotFoundError(f"No 10mm/*-timecourses.txt under {root}: is it the alice-brennan2016 folder?")
+    return found
 
 
 def tables_config(root: str | Path, subject: str, test_block: int, n_blocks: int = 5, radius: str = "10mm"
