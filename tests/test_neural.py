@@ -10,14 +10,18 @@ from encoding.features import get_extractor  # noqa: E402
 from encoding.features.neural import load_pretrained  # noqa: E402
 
 
+def tiny_codec_config():
+    """A 16-kHz EnCodec with 4 codebooks of 32 codes at 1,000 frames per second."""
+    return transformers.EncodecConfig(sampling_rate=16000, num_filters=4, hidden_size=16, codebook_size=32,
+                                      codebook_dim=16, upsampling_ratios=[4, 4], target_bandwidths=[20.0],
+                                      num_lstm_layers=1, audio_channels=1)
+
+
 @pytest.fixture(scope="module")
 def tiny_encodec(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny-encodec")
     torch.manual_seed(0)
-    config = transformers.EncodecConfig(sampling_rate=16000, num_filters=4, hidden_size=16, codebook_size=32,
-                                        codebook_dim=16, upsampling_ratios=[4, 4], target_bandwidths=[20.0],
-                                        num_lstm_layers=1, audio_channels=1)
-    transformers.EncodecModel(config).save_pretrained(folder)
+    transformers.EncodecModel(tiny_codec_config()).save_pretrained(folder)
     transformers.EncodecFeatureExtractor(feature_size=1, sampling_rate=16000).save_pretrained(folder)
     return str(folder)
 
@@ -116,9 +120,7 @@ def test_clap_audio_and_text_embed_in_one_space(tiny_clap):
 def tiny_musicgen(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny-musicgen")
     torch.manual_seed(0)
-    codec = transformers.EncodecConfig(sampling_rate=16000, num_filters=4, hidden_size=16, codebook_size=32,
-                                       codebook_dim=16, upsampling_ratios=[4, 4], target_bandwidths=[20.0],
-                                       num_lstm_layers=1, audio_channels=1)
+    codec = tiny_codec_config()
     text = transformers.T5Config(vocab_size=100, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2)
     decoder = transformers.MusicgenDecoderConfig(vocab_size=32, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                                                  ffn_dim=64, num_codebooks=4, pad_token_id=32, bos_token_id=32)
