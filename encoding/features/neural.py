@@ -11,8 +11,9 @@ windows on a 1.5-s hop); a window's hidden states are averaged over time into on
   space (``clap_text`` embeds captions in the same space);
 - ``musicgen``: hidden states of MusicGen's decoder listening to the clip (``facebook/musicgen-small``).
 
-Weights come from the Hugging Face hub on first use (cached by transformers); offline, point
-``model`` at a folder saved with ``save_pretrained``.
+Weights come from the Hugging Face hub on first use (cached by transformers), at ``revision`` (a
+branch, tag or commit: part of the feature cache's key); offline, point ``model`` at a folder saved
+with ``save_pretrained``.
 """
 
 from __future__ import annotations
@@ -27,13 +28,13 @@ from encoding.features.base import AudioExtractor, FeatureFrames, register
 
 
 @lru_cache(maxsize=4)
-def load_pretrained(model_id: str):
-    """(model in eval mode, feature extractor) for a hub id or folder, cached per process."""
+def load_pretrained(model_id: str, revision: str = "main"):
+    """(model in eval mode, feature extractor) for a hub id (at ``revision``) or folder, cached per process."""
     from transformers import AutoFeatureExtractor, AutoModel
 
     try:
-        model = AutoModel.from_pretrained(model_id).eval()
-        extractor = AutoFeatureExtractor.from_pretrained(model_id)
+        model = AutoModel.from_pretrained(model_id, revision=revision).eval()
+        extractor = AutoFeatureExtractor.from_pretrained(model_id, revision=revision)
     except OSError as err:
         raise OSError(
             f"Cannot load {model_id!r} ({err}). Hub ids need the network on first use; offline, give the "
@@ -45,10 +46,11 @@ def load_pretrained(model_id: str):
 class WindowedNetwork(AudioExtractor):
     """Base of network spaces: windows in, one time-averaged hidden-state vector per window out."""
 
-    def __init__(self, model: str, window: float = 1.5, hop: float = 1.5, batch_size: int = 8):
+    def __init__(self, model: str, window: float = 1.5, hop: float = 1.5, batch_size: int = 8, revision: str = "main"):
         if window <= 0 or hop <= 0:
             raise ValueError(f"{self.name}: window and hop must be positive seconds.")
         self.model = model
+        self.revision = revision
         self.window = window
         self.hop = hop
         self.batch_size = batch_size
@@ -63,7 +65,7 @@ class WindowedNetwork(AudioExtractor):
         import librosa
         import torch
 
-        net, extractor = load_pretrained(self.model)
+        net, extractor = load_pretrained(self.model, self.revision)
         rate = extractor.sampling_rate
         if sample_rate != rate:
             waveform = librosa.resample(waveform, orig_sr=sample_rate, target_sr=rate)
@@ -99,8 +101,8 @@ class EncodecLatents(WindowedNetwork):
     name = "encodec"
 
     def __init__(self, model: str = "facebook/encodec_32khz", window: float = 1.5, hop: float = 1.5,
-                 batch_size: int = 8):
-        super().__init__(model, window, hop, batch_size)
+                 batch_size: int = 8, revision: str = "main"):
+        super().__init__(model, window, hop, batch_size, revision)
 
     def embed(self, net, inputs):
         return net.encoder(inputs["input_values"]).mean(dim=2)
@@ -124,8 +126,8 @@ class AudioSSL(WindowedNetwork):
     name = "audio_ssl"
 
     def __init__(self, model: str = "facebook/hubert-base-ls960", layer: int = 6, window: float = 1.5,
-                 hop: float = 1.5, batch_size: int = 8):
-        super().__init__(model, window, hop, batch_size)
+                 hop: float = 1.5, batch_size: int = 8, revision: str = "main"):
+        super().__init__(model, window, hop, batch_size, revision)
         self.layer = layer
 
     def embed(self, net, inputs):
@@ -156,11 +158,11 @@ class ClapAudio(WindowedNetwork):
     input_options: ClassVar[dict] = {"truncation": "rand_trunc"}
 
     def __init__(self, model: str = "laion/larger_clap_music", window: float = 10.0, hop: float = 1.5,
-                 batch_size: int = 4):
-        super().__init__(model, window, hop, batch_size)
+                 batch_size: int = 4, revision: str = "main"):
+        super().__init__(model, window, hop, batch_size, revision)
 
     def embed(self, net, inputs):
-        _, extractor = load_pretrained(self.model)
+        _, extractor = load_pretrained(self.model, self.revision)
         if self.window > extractor.max_length_s + 1e-6:
             raise ValueError(f"clap_audio: window {self.window} s exceeds the model's {extractor.max_length_s} s; "
                              "CLAP would crop at random.")
@@ -174,12 +176,12 @@ def pooled(output):
 
 
 @lru_cache(maxsize=2)
-def load_musicgen(model_id: str):
-    """A ``MusicgenForConditionalGeneration`` in eval mode (hub id or folder), cached per process."""
+def load_musicgen(model_id: str, revision: str = "main"):
+    """A ``MusicgenForConditionalGeneration`` in eval mode (hub id at ``revision``, or folder), cached per process."""
     from transformers import MusicgenForConditionalGeneration
 
     try:
-        return MusicgenForConditionalGeneration.from_pretrained(model_id).eval()
+        return MusicgenForConditionalGeneration.from_pretrained(model_id, revision=revision).eval()
     except OSError as err:
         raise OSError(f"Cannot load {model_id!r} ({err}). Offline, give the folder of a saved MusicGen.") from None
 
@@ -206,8 +208,10 @@ class MusicgenStates(AudioExtractor):
 
     name = "musicgen"
 
-    def __init__(self, model: str = "facebook/musicgen-small", layer: int = 12, hop: float = 0.5):
+    def __init__(self, model: str = "facebook/musicgen-small", layer: int = 12, hop: float = 0.5,
+                 revision: str = "main"):
         self.model = model
+        self.revision = revision
         self.layer = layer
         self.hop = hop
 
@@ -215,7 +219,7 @@ class MusicgenStates(AudioExtractor):
         import librosa
         import torch
 
-        net = load_musicgen(self.model)
+        net = load_musicgen(self.model, self.revision)
         rate = net.config.audio_encoder.sampling_rate
         if sample_rate != rate:
             waveform = librosa.resample(waveform, orig_sr=sample_rate, target_sr=rate)

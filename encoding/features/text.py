@@ -32,15 +32,19 @@ class CaptionEmbedding(FeatureExtractor):
         Dimensions kept by LSA (at most the number of clips minus one).
     batch_size : int
         Captions per forward pass.
+    revision : str
+        Hub revision (branch, tag or commit) of a transformers model id.
     """
 
     name = "caption"
 
-    def __init__(self, model: str = "auto", layer: int = -1, n_components: int = 32, batch_size: int = 64):
+    def __init__(self, model: str = "auto", layer: int = -1, n_components: int = 32, batch_size: int = 64,
+                 revision: str = "main"):
         self.model = model
         self.layer = layer
         self.n_components = n_components
         self.batch_size = batch_size
+        self.revision = revision
 
     def resolved_model(self) -> str:
         """The model ``"auto"`` stands for here: ``"minilm"`` or ``"lsa"``."""
@@ -55,7 +59,8 @@ class CaptionEmbedding(FeatureExtractor):
         if model == LSA:
             values = lsa_embed(captions, self.n_components)
         else:
-            values = transformer_embed(captions, minilm_folder() if model == MINILM else model, self.layer, self.batch_size)
+            values = transformer_embed(captions, minilm_folder() if model == MINILM else model, self.layer,
+                                       self.batch_size, self.revision)
         return _clip_frames(clips, values)
 
 
@@ -86,7 +91,8 @@ def minilm_folder() -> Path:
     return Path(spec.origin).parent / "model"
 
 
-def transformer_embed(texts: list[str], model_id: str | Path, layer: int, batch_size: int) -> np.ndarray:
+def transformer_embed(texts: list[str], model_id: str | Path, layer: int, batch_size: int, revision: str = "main"
+                      ) -> np.ndarray:
     """Mean-pooled, L2-normalised hidden states of a transformers text encoder.
 
     Returns
@@ -96,8 +102,8 @@ def transformer_embed(texts: list[str], model_id: str | Path, layer: int, batch_
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_id)
-    model = AutoModel.from_pretrained(model_id).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_id, revision=revision)
+    model = AutoModel.from_pretrained(model_id, revision=revision).eval()
     out = []
     with torch.inference_mode():
         for i in range(0, len(texts), batch_size):
@@ -137,9 +143,10 @@ class ClapText(FeatureExtractor):
 
     name = "clap_text"
 
-    def __init__(self, model: str = "laion/larger_clap_music", batch_size: int = 32):
+    def __init__(self, model: str = "laion/larger_clap_music", batch_size: int = 32, revision: str = "main"):
         self.model = model
         self.batch_size = batch_size
+        self.revision = revision
 
     def compute(self, clips: ClipSet, progress: bool = True) -> dict[str, FeatureFrames]:
         import torch
@@ -148,8 +155,8 @@ class ClapText(FeatureExtractor):
         from encoding.features.neural import load_pretrained, pooled
 
         captions = _require_captions(clips)
-        net, _ = load_pretrained(self.model)
-        tokenizer = AutoTokenizer.from_pretrained(self.model)
+        net, _ = load_pretrained(self.model, self.revision)
+        tokenizer = AutoTokenizer.from_pretrained(self.model, revision=self.revision)
         out = []
         with torch.inference_mode():
             for i in range(0, len(captions), self.batch_size):
