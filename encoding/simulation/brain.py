@@ -170,7 +170,7 @@ class NoiseGenerator:
     Theiler 1994), which keeps every vertex's spectrum and the spatial correlations while drawing
     new time courses. That run was band-pass filtered (0.01-0.1 Hz; lag-1 autocorrelation 0.97),
     so a share ``1 - rest_share`` of the variance is the synthetic noise below, as thermal noise
-    would add (lag-1 autocorrelation about 0.5 in the mix). Its constant vertices (the medial
+    would add (lag-1 autocorrelation about 0.6 in the mix). Its constant vertices (the medial
     wall) get synthetic noise only.
 
     ``"synthetic"``: AR(1) time courses (``phi``) smoothed on the mesh (``smoothing`` iterations).
