@@ -23,6 +23,7 @@ from encoding.design import Design, features_on_trs, make_design
 from encoding.features import FeatureCache, FeatureFrames, get_extractor
 from encoding.features.reduction import reduce_space
 from encoding.model import BandedRidgeEncoder
+from encoding.noise_ceiling import cc_norm, explainable_variance
 from encoding.scoring import correlation_score, r2_score
 from encoding.simulation import GroundTruth, simulate_experiment
 
@@ -45,6 +46,10 @@ class EncodingResults:
         Chosen regularisation per band and vertex.
     cv_score : ndarray, shape (n_vertices,)
         Best leave-one-run-out cross-validation score (negative mean squared error).
+    explainable_variance : ndarray, shape (n_vertices,) or None
+        Noise ceiling of a single presentation (bias-corrected), from the test repeats.
+    cc_norm : ndarray, shape (n_vertices,) or None
+        Test correlation divided by its ceiling CC_max (Schoppe et al. 2016).
     """
 
     band_names: list[str]
@@ -53,10 +58,12 @@ class EncodingResults:
     split_r2: np.ndarray
     best_alphas: np.ndarray
     cv_score: np.ndarray
+    explainable_variance: np.ndarray | None = None
+    cc_norm: np.ndarray | None = None
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """The results as named arrays (the layout of ``results.npz``)."""
-        return {
+        """The results as named arrays (the layout of ``results.npz``; noise ceilings when there are repeats)."""
+        arrays = {
             "band_names": np.array(self.band_names),
             "test_r2": self.test_r2,
             "test_r": self.test_r,
@@ -64,6 +71,9 @@ class EncodingResults:
             "best_alphas": self.best_alphas,
             "cv_score": self.cv_score,
         }
+        if self.explainable_variance is not None:
+            arrays.update(explainable_variance=self.explainable_variance, cc_norm=self.cc_norm)
+        return arrays
 
 
 @dataclass
@@ -142,15 +152,22 @@ def fit_model(design: Design, cfg: ModelConfig, progress: bool = True) -> Banded
 
 
 def score_model(model: BandedRidgeEncoder, design: Design) -> EncodingResults:
-    """Step 5: test-set scores and the chosen hyperparameters, per vertex."""
+    """Step 5: test-set scores, noise ceilings (with test repeats) and the chosen hyperparameters, per vertex."""
     prediction = model.predict(design.X_test)
+    test_r = correlation_score(design.Y_test, prediction)
+    ev = norm = None
+    if design.Y_test_repeats is not None and design.Y_test_repeats.shape[0] >= 2:
+        ev = explainable_variance(design.Y_test_repeats).astype(np.float32)
+        norm = cc_norm(test_r, design.Y_test_repeats).astype(np.float32)
     return EncodingResults(
         band_names=model.band_names_,
         test_r2=r2_score(design.Y_test, prediction),
-        test_r=correlation_score(design.Y_test, prediction),
+        test_r=test_r,
         split_r2=model.score_split(design.X_test, design.Y_test),
         best_alphas=model.best_alphas_,
         cv_score=model.cv_scores_.max(axis=0),
+        explainable_variance=ev,
+        cc_norm=norm,
     )
 
 

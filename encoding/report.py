@@ -28,6 +28,7 @@ from encoding.io import provenance, save_figure, write_arrays, write_json, write
 from encoding.scoring import recovery_metrics
 
 MAX_BAR_TARGETS = 60  # ROI-level data (this many targets or fewer) get per-target tables and bars
+EV_THRESHOLD = 0.1  # "reliable" vertices: explainable variance of one presentation above this
 
 
 def summarize(run) -> dict:
@@ -69,6 +70,15 @@ def summarize(run) -> dict:
             },
         },
     }
+    if res.explainable_variance is not None:
+        reliable = res.explainable_variance > EV_THRESHOLD
+        summary["noise_ceiling"] = {
+            "ev_threshold": EV_THRESHOLD,
+            "n_vertices_reliable": int(reliable.sum()),
+            "explainable_variance_max": float(np.nanmax(res.explainable_variance)),
+            "cc_norm_median_reliable": float(np.nanmedian(res.cc_norm[reliable])) if reliable.any() else None,
+            "test_r_median_reliable": float(np.nanmedian(res.test_r[reliable])) if reliable.any() else None,
+        }
     if exp.n_vertices <= MAX_BAR_TARGETS:
         names = exp.info.get("vertex_names") or [str(i) for i in range(exp.n_vertices)]
         summary["targets"] = {
@@ -183,6 +193,13 @@ def markdown_report(summary: dict, figures: dict[str, str]) -> str:
                       f"**{r['band_accuracy']:.3f}**" if r["band_accuracy"] is not None
                       else f"not defined: planted spaces {r['unfitted_planted_spaces']} are not fitted"),
                   f"- noise: {r['noise']}; peak SNR (variance ratio, one presentation): {r['snr_peak']:.2f}"]
+    if "noise_ceiling" in summary:
+        nc = summary["noise_ceiling"]
+        fmt = (lambda v: "n/a" if v is None else f"{v:.3f}")
+        lines += ["", "## Noise ceiling (from the test repeats)", "",
+                  f"{nc['n_vertices_reliable']:,} vertices have an explainable variance above {nc['ev_threshold']} "
+                  f"(max {nc['explainable_variance_max']:.3f}); there, median test r {fmt(nc['test_r_median_reliable'])}, "
+                  f"median noise-ceiling-normalised CC_norm {fmt(nc['cc_norm_median_reliable'])} (Schoppe et al. 2016)."]
     if "targets" in summary:
         bands = list(summary["scores"]["bands"])
         lines += ["", "## Per target", "", "| target | test R² | test r | " + " | ".join(f"split R² {b}" for b in bands) + " |",

@@ -37,6 +37,7 @@ def test_outputs_are_all_written(tiny_run, tmp_path):
         assert (out / path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (out / "report.md").read_text()
     assert "Ground-truth recovery" in report and "figures/test_r2.png" in report
+    assert "Noise ceiling" in report and summary["noise_ceiling"]["n_vertices_reliable"] > 100
     arrays = np.load(out / "results.npz")
     assert arrays["test_r2"].shape == (20484,) and list(arrays["band_names"]) == ["logmel", "modulation", "caption"]
     assert not list(out.rglob("*.tmp*"))  # atomic writes leave no temporary files
@@ -109,3 +110,14 @@ def test_atomic_outputs_get_the_usual_file_mode(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert (path.stat().st_mode & 0o777) == (0o666 & ~mask)
+
+
+def test_noise_ceiling_is_reported_and_follows_the_planted_share(tiny_run):
+    res = tiny_run.results
+    share = tiny_run.truth.signal_share.sum(axis=0)
+    ev = res.explainable_variance
+    assert ev.shape == (20484,) and res.cc_norm.shape == (20484,)
+    # the explainable variance of a presentation is the planted signal share, up to estimation noise
+    strong, silent = share > 0.35, share == 0
+    assert abs(np.nanmean(ev[strong]) - share[strong].mean()) < 0.1
+    assert abs(np.nanmean(ev[silent])) < 0.05
