@@ -101,16 +101,20 @@ def load_data(cfg: DataConfig, feature_params: Mapping[str, dict], progress: boo
     raise ValueError(f"Unknown data source {cfg.source!r}.")
 
 
-def extract_features(experiment: Experiment, cfg: FeaturesConfig, progress: bool = True
+def extract_features(experiment: Experiment, cfg: FeaturesConfig, progress: bool = True,
+                     extracted: Mapping[str, dict[str, FeatureFrames]] | None = None
                      ) -> dict[str, dict[str, FeatureFrames]]:
     """Step 2: every configured feature space of every clip (spaces the runs carry as regressors excepted).
 
-    Spaces named in ``cfg.pca`` are reduced by PCA fitted on the training clips; what was kept is
-    recorded in ``experiment.info["pca"]``.
+    ``extracted`` holds spaces already computed with the same parameters (a simulation's planted
+    spaces), which are reused. Spaces named in ``cfg.pca`` are reduced by PCA fitted on the
+    training clips; what was kept is recorded in ``experiment.info["pca"]``.
     """
     cache = FeatureCache(cfg.cache) if cfg.cache else None
+    extracted = extracted or {}
     features = {
-        space: get_extractor(space, **cfg.params.get(space, {})).extract(experiment.clips, progress, cache)
+        space: extracted[space] if space in extracted
+        else get_extractor(space, **cfg.params.get(space, {})).extract(experiment.clips, progress, cache)
         for space in cfg.spaces
         if not all(space in run.regressors for run in experiment.runs)
     }
@@ -198,7 +202,8 @@ def run_pipeline(config: PipelineConfig, out_dir: str | Path | None = None, prog
         return out
 
     experiment, truth = step("data", load_data, config.data, config.features.params, progress)
-    features = step("features", extract_features, experiment, config.features, progress)
+    features = step("features", extract_features, experiment, config.features, progress,
+                    truth.features if truth is not None else None)
     design = step("design", build_design, experiment, features, config.features.spaces, config.design)
     model = step("fit", fit_model, design, config.model, progress)
     results = step("scores", score_model, model, design)

@@ -14,7 +14,7 @@ two widths, so most vertices carry no signal and vertices between two territorie
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import fft as sp_fft
@@ -22,6 +22,7 @@ from scipy.signal import lfilter
 
 from atlases.rois import landmark_distance
 from atlases.surface import smooth
+from encoding.design import zscore
 
 N_VERTICES = 20484
 
@@ -44,6 +45,8 @@ class GroundTruth:
         ``"resting_state"`` or ``"synthetic"``.
     snr_peak : float
         Signal-to-noise variance ratio at a territory centre (single presentation).
+    features : dict of str to (dict of clip id to FeatureFrames)
+        The planted spaces' features, as extracted for the simulation (the pipeline reuses them).
     """
 
     band_names: list[str]
@@ -52,6 +55,7 @@ class GroundTruth:
     signal_vertices: np.ndarray
     noise: str
     snr_peak: float
+    features: dict = field(default_factory=dict)
 
     @property
     def dominant_band(self) -> np.ndarray:
@@ -113,9 +117,7 @@ def planted_weights(
     -------
     ndarray, shape (n_dims, n_vertices)
     """
-    X = np.asarray(train_features, dtype=np.float64)
-    X = X - X.mean(axis=0)
-    X = X / np.where(X.std(axis=0) > 0, X.std(axis=0), 1.0)
+    X = zscore(train_features).astype(np.float64)
     if not np.isfinite(X).all():
         raise ValueError("Planted-space features contain NaN or inf.")
     # principal axes from the covariance's eigendecomposition (robust where LAPACK's SVD may not converge)
@@ -154,7 +156,7 @@ def stimulus_signals(
     hrf = glover_hrf(tr)
     out = []
     for X in run_features:
-        X = (X - X.mean(0)) / np.where(X.std(0) > 0, X.std(0), 1.0)
+        X = zscore(X)
         conv = np.apply_along_axis(lambda c: np.convolve(c, hrf)[: len(c)], 0, X)
         out.append(conv @ weights)
     scale = np.concatenate(out).std(axis=0)
@@ -207,16 +209,16 @@ class NoiseGenerator:
 
     def run(self, n_trs: int) -> np.ndarray:
         """One run of noise, shape (n_trs, 20484), float32, z-scored per vertex."""
-        noise = _zscore(self._synthetic(n_trs))
+        noise = zscore(self._synthetic(n_trs))
         if self.kind == "resting_state":
             pieces, have = [], 0
             while have < n_trs:
                 pieces.append(self._surrogate())
                 have += len(pieces[-1])
-            rest = _zscore(np.concatenate(pieces)[:n_trs])
+            rest = zscore(np.concatenate(pieces)[:n_trs])
             live = ~self._dead
             noise[:, live] = np.sqrt(self.rest_share) * rest[:, live] + np.sqrt(1 - self.rest_share) * noise[:, live]
-        return _zscore(noise)
+        return zscore(noise)
 
     def _surrogate(self) -> np.ndarray:
         phases = np.exp(2j * np.pi * self.rng.random(self._spectrum.shape[0])).astype(np.complex64)
@@ -228,12 +230,6 @@ class NoiseGenerator:
     def _synthetic(self, n_trs: int) -> np.ndarray:
         innovations = self.rng.standard_normal((n_trs, N_VERTICES)).astype(np.float32)
         return smooth(lfilter([1.0], [1.0, -self.phi], innovations, axis=0).T, self.smoothing).T
-
-
-def _zscore(x: np.ndarray) -> np.ndarray:
-    x = x - x.mean(axis=0)
-    std = x.std(axis=0)
-    return (x / np.where(std > 0, std, 1.0)).astype(np.float32)
 
 
 def load_resting_state(required: bool = False) -> np.ndarray | None:
@@ -262,4 +258,4 @@ def load_resting_state(required: bool = False) -> np.ndarray | None:
             raise FileNotFoundError(f"brainspace is installed but {folder} holds no *.fsa5.{h}.mgz run.")
         image = nib.load(files[0])
         hemis.append(np.asarray(image.get_fdata(dtype=np.float32)).reshape(-1, image.shape[-1]))
-    return _zscore(np.concatenate(hemis).T)
+    return zscore(np.concatenate(hemis).T)

@@ -130,9 +130,10 @@ def simulate_experiment(
     spaces = list(cfg.territories)
     shares = territory_shares(cfg.territories, cfg.peak_share, cfg.width)
     signal_vertices = np.flatnonzero(shares.sum(axis=0) > 0)
-    weights, signals = {}, []
+    weights, signals, planted_features = {}, [], {}
     for k, space in enumerate(tqdm(spaces, desc="simulation: planted spaces", disable=not progress, leave=False)):
         frames = get_extractor(space, **feature_params.get(space, {})).extract(clips, progress=progress)
+        planted_features[space] = frames
         on_trs = [align_to_trs(frames, ev, n, cfg.tr) for ev, n in zip(events, n_trs)]
         train_features = np.concatenate(on_trs[: cfg.n_train_runs])
         weights[space] = planted_weights(train_features, signal_vertices.size, cfg.n_components, rng)
@@ -157,5 +158,6 @@ def simulate_experiment(
     truth = GroundTruth(
         band_names=spaces, signal_share=shares.astype(np.float32), weights=weights,
         signal_vertices=signal_vertices, noise=noise.kind, snr_peak=cfg.peak_share / (1 - cfg.peak_share),
+        features=planted_features,
     )
     return experiment, truth
