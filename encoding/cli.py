@@ -12,8 +12,9 @@ from encoding import __version__
 def demo_config(quick: bool = False, seed: int = 0):
     """The demo's configuration: the simulated experiment with the default pipeline.
 
-    ``quick`` shrinks the experiment (4 training runs of 16 clips, 12 test clips x 3 repeats) and
-    the band-weight search (10 candidates) so the demo runs in about a minute on 2 cores.
+    ``quick`` shrinks the experiment (4 training runs of 16 clips, 12 test clips x 3 repeats), the
+    band-weight search (10 candidates) and the permutations (200) so the demo runs in about a
+    minute on 2 cores.
     """
     from encoding.config import PipelineConfig
 
@@ -24,6 +25,8 @@ def demo_config(quick: bool = False, seed: int = 0):
     if quick:
         sim.n_train_runs, sim.clips_per_run, sim.n_test_clips, sim.n_test_repeats = 4, 16, 12, 3
         config.model.n_iter = 10
+        config.statistics.n_permutations = 200
+        config.statistics.n_bootstrap = 200
     return config
 
 

@@ -24,6 +24,8 @@ from encoding.simulation.experiment import SimulationConfig
 
 DATA_SOURCES = ("simulation", "bids", "tables")
 BACKENDS = ("auto", "numpy", "torch", "torch_cuda")
+FORMS = ("auto", "primal", "dual")
+STRATEGIES = ("auto", "folds", "hat")
 
 
 @dataclass
@@ -125,10 +127,17 @@ class ModelConfig:
         Band-weight candidates of the random search.
     concentration : list of float
         Dirichlet concentrations of the random search.
+    form : {"auto", "primal", "dual"}
+        Solve in primal or kernel form (``auto``: the smaller one).
+    strategy : {"auto", "folds", "hat"}
+        Cross-validation strategy of the solver (both exact; ``auto``: the cheaper one).
     backend : {"auto", "numpy", "torch", "torch_cuda"}
-        himalaya backend (``auto``: torch when installed).
-    n_targets_batch : int
-        Vertices solved at once (memory bound).
+        himalaya backend of the solver (``auto``: CUDA when visible, else numpy).
+    memory_gb : float
+        Working-memory budget of the solver (GiB); sets the vertex batch size.
+    scheduler : str
+        Address of a dask scheduler (``tcp://host:8786``) to run vertex batches on a cluster;
+        empty runs locally.
     random_state : int
         Seed of the random search.
     """
@@ -138,15 +147,24 @@ class ModelConfig:
     n_alphas: int = 21
     n_iter: int = 20
     concentration: list[float] = field(default_factory=lambda: [0.1, 1.0])
+    form: str = "auto"
+    strategy: str = "auto"
     backend: str = "auto"
-    n_targets_batch: int = 4096
+    memory_gb: float = 2.0
+    scheduler: str = ""
     random_state: int = 0
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha_min < self.alpha_max:
             raise ValueError(f"Need 0 < model.alpha_min < model.alpha_max, got {self.alpha_min}, {self.alpha_max}.")
-        if self.n_alphas < 1 or self.n_iter < 1 or self.n_targets_batch < 1:
-            raise ValueError("model.n_alphas, model.n_iter and model.n_targets_batch must be at least 1.")
+        if self.n_alphas < 1 or self.n_iter < 1:
+            raise ValueError("model.n_alphas and model.n_iter must be at least 1.")
+        if not self.memory_gb > 0:
+            raise ValueError(f"model.memory_gb must be positive, got {self.memory_gb}.")
+        if self.form not in FORMS:
+            raise ValueError(f"model.form must be one of {FORMS}, got {self.form!r}.")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"model.strategy must be one of {STRATEGIES}, got {self.strategy!r}.")
         if self.backend not in BACKENDS:
             raise ValueError(f"model.backend must be one of {BACKENDS}, got {self.backend!r}.")
 
@@ -173,6 +191,58 @@ class OutputConfig:
     figures: bool = True
     map_threshold: float = 0.05
     dpi: int = 110
+
+
+@dataclass
+class StatisticsConfig:
+    """Statistics of the test scores (:mod:`encoding.stats`).
+
+    Attributes
+    ----------
+    n_permutations : int
+        Permutations of the significance test (0: no test).
+    null : {"refit", "test"}
+        ``refit``: permute the training responses and refit (hyperparameters held);
+        ``test``: permute the test responses against the fixed model.
+    scheme : {"blocks", "circular", "trs"}
+        How samples are permuted within runs (``trs`` ignores autocorrelation: do not use it).
+    block_length : int
+        Samples per permuted or bootstrapped block (default 10 TRs: one 15-s clip at TR 1.5 s).
+    metric : {"r2", "r"}
+        Score tested.
+    correction : {"fwer", "fdr_bh", "fdr_by", "none"}
+        Multiple-comparison correction of the significance maps.
+    alpha : float
+        Significance level.
+    partition : bool
+        Variance partitioning from subset models (2-4 feature spaces).
+    n_bootstrap : int
+        Block-bootstrap resamples of the unique-variance tests.
+    random_state : int
+    """
+
+    n_permutations: int = 1000
+    null: str = "refit"
+    scheme: str = "blocks"
+    block_length: int = 10
+    metric: str = "r2"
+    correction: str = "fwer"
+    alpha: float = 0.05
+    partition: bool = True
+    n_bootstrap: int = 1000
+    random_state: int = 0
+
+    def __post_init__(self) -> None:
+        from encoding.stats.permutation import CORRECTIONS, METRICS, NULLS, SCHEMES
+
+        for name, value, allowed in (("null", self.null, NULLS), ("scheme", self.scheme, SCHEMES),
+                                     ("metric", self.metric, METRICS), ("correction", self.correction, CORRECTIONS)):
+            if value not in allowed:
+                raise ValueError(f"statistics.{name} must be one of {allowed}, got {value!r}.")
+        if self.n_permutations < 0 or self.n_bootstrap < 1 or self.block_length < 1:
+            raise ValueError("statistics.n_permutations must be >= 0, n_bootstrap and block_length >= 1.")
+        if not 0 < self.alpha < 1:
+            raise ValueError(f"statistics.alpha must be in (0, 1), got {self.alpha}.")
 
 
 @dataclass
@@ -203,6 +273,7 @@ class PipelineConfig:
     design: DesignConfig = field(default_factory=DesignConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    statistics: StatisticsConfig = field(default_factory=StatisticsConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
 
     def __post_init__(self) -> None:

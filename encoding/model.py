@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Mapping
 
 import numpy as np
-from himalaya.backend import get_backend, set_backend
-from himalaya.kernel_ridge import ColumnKernelizer, Kernelizer, MultipleKernelRidgeCV
+from himalaya.backend import set_backend
 from himalaya.scoring import r2_score_split
 from sklearn.base import BaseEstimator, RegressorMixin
-from sklearn.model_selection import LeaveOneGroupOut
-from sklearn.pipeline import make_pipeline
 from sklearn.utils.validation import check_is_fitted
+
+from encoding.ridge import RidgeProblem, band_weight_candidates, fit_banded_ridge
 
 DEFAULT_ALPHAS = tuple(np.logspace(-2, 8, 21).tolist())
 
 
 def resolve_backend(backend: str) -> str:
-    """``"auto"`` becomes ``"torch"`` when torch is installed (faster on CPU), else ``"numpy"``."""
-    if backend == "auto":
-        return "torch" if importlib.util.find_spec("torch") else "numpy"
-    return backend
+    """``"auto"`` becomes ``"torch_cuda"`` when a CUDA GPU is visible, else ``"numpy"``.
+
+    On CPU numpy's OpenBLAS float32 GEMM is the faster engine (``benchmarks/ridge.py`` prints both).
+    """
+    if backend != "auto":
+        return backend
+    try:
+        import torch
+    except ImportError:
+        return "numpy"
+    return "torch_cuda" if torch.cuda.is_available() else "numpy"
 
 
 class BandedRidgeEncoder(RegressorMixin, BaseEstimator):
@@ -29,8 +34,10 @@ class BandedRidgeEncoder(RegressorMixin, BaseEstimator):
 
     Each feature space (band) gets its own regularisation strength, chosen per vertex by
     leave-one-run-out cross-validation over a random search on the simplex of band weights
-    (Dupre la Tour et al. 2022). It is solved in kernel form with himalaya's
-    ``MultipleKernelRidgeCV``, which suits fMRI's fewer samples than features.
+    (Dupre la Tour et al. 2022) times a grid of global alphas. The solver
+    (:mod:`encoding.ridge`) eigendecomposes the design once per (fold, band-weight candidate),
+    in primal or kernel form, and shares it across all vertices and alphas through large matrix
+    products; vertex batches are sized to a memory budget and can run on a dask cluster.
 
     Parameters
     ----------
@@ -38,29 +45,52 @@ class BandedRidgeEncoder(RegressorMixin, BaseEstimator):
         Columns of each feature space in X (e.g. ``Design.bands``).
     alphas : array-like of float
         Global regularisation strengths searched for each band-weight candidate.
-    n_iter : int
-        Band-weight candidates in the random search (the first is equal weights).
+    n_iter : int or ndarray of shape (n_candidates, n_bands)
+        Band-weight candidates of the random search (the first is equal weights, i.e. plain
+        ridge), or the candidates themselves.
     concentration : float or list of float
         Dirichlet concentration(s) of the random search.
+    form : {"auto", "primal", "dual"}
+        Primal (features <= samples) or kernel form; ``auto`` picks the smaller problem.
+    strategy : {"auto", "folds", "hat"}
+        Cross-validation by one eigendecomposition per fold, or by one per candidate and the
+        leave-one-run-out hat-matrix identity (both exact; ``auto`` takes the cheaper).
     backend : {"auto", "numpy", "torch", "torch_cuda"}
-        himalaya backend.
-    n_targets_batch : int
-        Vertices solved at once; bounds memory.
+        himalaya backend of the linear algebra (``auto``: CUDA when visible, else numpy).
+    memory_gb : float
+        Working-memory budget of the solver (GiB), excluding X, Y and the fitted weights.
+    scheduler : str, distributed.Client or None
+        Run vertex batches on a dask cluster (a scheduler address such as
+        ``"tcp://host:8786"``, or a client); None runs here. Results are identical.
     random_state : int or None
         Seed of the random search.
     progress_bar : bool
-        Show himalaya's progress bar.
+        Show progress bars.
 
     Attributes
     ----------
     band_names_ : list of str
+    coef_ : ndarray, shape (n_features, n_vertices)
+        Primal weights (for the z-scored design).
+    candidates_ : ndarray, shape (n_candidates, n_bands)
+        Band weights searched.
+    best_candidate_ : ndarray of int, shape (n_vertices,)
+        Row of ``candidates_`` each vertex chose.
+    band_weights_ : ndarray, shape (n_bands, n_vertices)
+        Chosen band weights (on the simplex).
+    alphas_ : ndarray, shape (n_vertices,)
+        Chosen global alpha.
     best_alphas_ : ndarray, shape (n_bands, n_vertices)
-        Chosen regularisation per band and vertex (the primal-equivalent alpha,
-        ``exp(-deltas_)``).
-    deltas_ : ndarray, shape (n_bands, n_vertices)
-        himalaya's log band weights over alpha.
-    cv_scores_ : ndarray, shape (n_iter, n_vertices)
-        Cross-validated score of the best alpha for each candidate (negative mean squared error).
+        Effective penalty of each band, ``alphas_ / band_weights_`` (himalaya's ``exp(-deltas_)``);
+        inf where a band's weight is (numerically) 0, i.e. the band is left out.
+    cv_scores_ : ndarray, shape (n_candidates, n_vertices)
+        Leave-one-run-out R^2 (mean over folds) of each candidate at its best alpha.
+    form_ : str
+        ``"primal"`` or ``"dual"``.
+    strategy_ : str
+        ``"folds"`` or ``"hat"``.
+    fit_profile_ : dict
+        Seconds per phase, vertex batch size and GEMM throughput of the search.
     n_features_in_ : int
     """
 
@@ -68,10 +98,13 @@ class BandedRidgeEncoder(RegressorMixin, BaseEstimator):
         self,
         bands: Mapping[str, slice],
         alphas=DEFAULT_ALPHAS,
-        n_iter: int = 20,
+        n_iter=20,
         concentration=(0.1, 1.0),
+        form: str = "auto",
+        strategy: str = "auto",
         backend: str = "auto",
-        n_targets_batch: int = 4096,
+        memory_gb: float = 2.0,
+        scheduler=None,
         random_state: int | None = 0,
         progress_bar: bool = True,
     ):
@@ -79,8 +112,11 @@ class BandedRidgeEncoder(RegressorMixin, BaseEstimator):
         self.alphas = alphas
         self.n_iter = n_iter
         self.concentration = concentration
+        self.form = form
+        self.strategy = strategy
         self.backend = backend
-        self.n_targets_batch = n_targets_batch
+        self.memory_gb = memory_gb
+        self.scheduler = scheduler
         self.random_state = random_state
         self.progress_bar = progress_bar
 
@@ -103,33 +139,30 @@ class BandedRidgeEncoder(RegressorMixin, BaseEstimator):
         groups = np.asarray(groups)
         if groups.shape != (X.shape[0],):
             raise ValueError(f"groups must have shape ({X.shape[0]},), got {groups.shape}.")
-        if np.unique(groups).size < 2:
-            raise ValueError("Leave-one-run-out cross-validation needs at least two training runs.")
-        self._use_backend()
-        splits = list(LeaveOneGroupOut().split(X, Y, groups))
-        solver = MultipleKernelRidgeCV(
-            kernels="precomputed",
-            solver="random_search",
-            solver_params=dict(
-                n_iter=self.n_iter,
-                alphas=np.asarray(self.alphas, dtype=np.float64),
-                concentration=list(np.atleast_1d(self.concentration)),
-                n_targets_batch=self.n_targets_batch,
-                n_targets_batch_refit=self.n_targets_batch,
-                progress_bar=self.progress_bar,
-            ),
-            cv=splits,
-            random_state=self.random_state,
-            Y_in_cpu=True,
-        )
-        kernelizer = ColumnKernelizer(
-            [(name, Kernelizer(kernel="linear"), cols) for name, cols in self.bands.items()]
-        )
-        self.pipeline_ = make_pipeline(kernelizer, solver).fit(X, Y)
-        backend = get_backend()
-        self.deltas_ = backend.to_numpy(solver.deltas_).astype(np.float32)
-        self.best_alphas_ = np.exp(-self.deltas_)
-        self.cv_scores_ = backend.to_numpy(solver.cv_scores_).astype(np.float32)
+        problem = RidgeProblem(X, groups, self.bands, form=self.form, backend=resolve_backend(self.backend))
+        if isinstance(self.n_iter, (int, np.integer)):
+            candidates = band_weight_candidates(len(self.bands), int(self.n_iter), self.concentration,
+                                                self.random_state)
+        else:
+            candidates = np.asarray(self.n_iter, dtype=np.float64)
+        client, own_client = _client(self.scheduler)
+        try:
+            result = fit_banded_ridge(problem, Y, np.asarray(self.alphas, dtype=np.float64), candidates,
+                                      memory_gb=self.memory_gb, strategy=self.strategy, client=client, progress=self.progress_bar)
+        finally:
+            if own_client:
+                client.close()
+        self.coef_ = result.coef
+        self.candidates_ = result.candidates
+        self.best_candidate_ = result.best_candidate
+        self.band_weights_ = result.band_weights.astype(np.float32)
+        self.alphas_ = result.best_alpha.astype(np.float32)
+        with np.errstate(over="ignore"):  # a band weight of ~0 excludes the band: its penalty is inf
+            self.best_alphas_ = result.band_alphas.astype(np.float32)
+        self.cv_scores_ = result.cv_scores
+        self.form_ = problem.form
+        self.strategy_ = result.strategy
+        self.fit_profile_ = {**result.profile, "batch_size": result.batch_size, "backend": problem.backend}
         self.band_names_ = list(self.bands)
         self.n_features_in_ = X.shape[1]
         return self
@@ -147,10 +180,11 @@ class BandedRidgeEncoder(RegressorMixin, BaseEstimator):
         -------
         ndarray, shape (n_samples, n_vertices), or (n_bands, n_samples, n_vertices) if ``split``
         """
-        check_is_fitted(self, "pipeline_")
+        check_is_fitted(self, "coef_")
         X = self._check_X(X)
-        backend = self._use_backend()
-        return backend.to_numpy(self.pipeline_.predict(X, split=split)).astype(np.float32)
+        if not split:
+            return X @ self.coef_
+        return np.stack([X[:, cols] @ self.coef_[cols] for cols in self.bands.values()])
 
     def score(self, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
         """Coefficient of determination R^2 of each vertex, shape (n_vertices,)."""
@@ -164,14 +198,10 @@ class BandedRidgeEncoder(RegressorMixin, BaseEstimator):
         The shares sum to the R^2 of the full prediction. ``Y`` is centred per vertex first (R^2
         is relative to the mean).
         """
-        backend = self._use_backend()
+        set_backend("numpy")
         Y = np.asarray(Y, dtype=np.float32)
         Y = Y - Y.mean(axis=0)
-        split = self.predict(X, split=True)
-        return backend.to_numpy(r2_score_split(backend.asarray(Y), backend.asarray(split))).astype(np.float32)
-
-    def _use_backend(self):
-        return set_backend(resolve_backend(self.backend), on_error="raise")
+        return np.asarray(r2_score_split(Y, self.predict(X, split=True)), dtype=np.float32)
 
     def _check_X(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float32)
@@ -183,3 +213,14 @@ class BandedRidgeEncoder(RegressorMixin, BaseEstimator):
         if not np.isfinite(X).all():
             raise ValueError("X contains NaN or inf values.")
         return X
+
+
+def _client(scheduler):
+    """A dask client for ``scheduler`` (address or client), and whether this call created it."""
+    if scheduler is None or scheduler == "":
+        return None, False
+    if isinstance(scheduler, str):
+        from distributed import Client
+
+        return Client(scheduler), True
+    return scheduler, False

@@ -26,6 +26,7 @@ from encoding.model import BandedRidgeEncoder
 from encoding.noise_ceiling import cc_norm, explainable_variance
 from encoding.scoring import correlation_score, r2_score
 from encoding.simulation import GroundTruth, simulate_experiment
+from encoding.stats import StatisticsResults, run_statistics
 
 
 @dataclass
@@ -45,7 +46,7 @@ class EncodingResults:
     best_alphas : ndarray, shape (n_bands, n_vertices)
         Chosen regularisation per band and vertex.
     cv_score : ndarray, shape (n_vertices,)
-        Best leave-one-run-out cross-validation score (negative mean squared error).
+        Best leave-one-run-out cross-validation R^2 (mean over folds).
     explainable_variance : ndarray, shape (n_vertices,) or None
         Noise ceiling of a single presentation (bias-corrected), from the test repeats.
     cc_norm : ndarray, shape (n_vertices,) or None
@@ -87,6 +88,7 @@ class PipelineRun:
     results: EncodingResults
     truth: GroundTruth | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    statistics: StatisticsResults | None = None
 
 
 def load_data(cfg: DataConfig, feature_params: Mapping[str, dict], progress: bool = True
@@ -149,8 +151,8 @@ def fit_model(design: Design, cfg: ModelConfig, progress: bool = True) -> Banded
     """Step 4: banded ridge, leave-one-run-out over the training runs."""
     model = BandedRidgeEncoder(
         bands=design.bands, alphas=cfg.alphas, n_iter=cfg.n_iter, concentration=cfg.concentration,
-        backend=cfg.backend, n_targets_batch=cfg.n_targets_batch, random_state=cfg.random_state,
-        progress_bar=progress,
+        form=cfg.form, strategy=cfg.strategy, backend=cfg.backend, memory_gb=cfg.memory_gb, scheduler=cfg.scheduler or None,
+        random_state=cfg.random_state, progress_bar=progress,
     )
     return model.fit(design.X_train, design.Y_train, design.groups)
 
@@ -191,7 +193,7 @@ def run_pipeline(config: PipelineConfig, out_dir: str | Path | None = None, prog
     PipelineRun
     """
     timings: dict[str, float] = {}
-    steps = tqdm(total=6 if out_dir else 5, desc="brain2music", disable=not progress)
+    steps = tqdm(total=7 if out_dir else 6, desc="brain2music", disable=not progress)
 
     def step(name: str, func, *args, **kwargs):
         steps.set_postfix_str(name)
@@ -207,7 +209,8 @@ def run_pipeline(config: PipelineConfig, out_dir: str | Path | None = None, prog
     design = step("design", build_design, experiment, features, config.features.spaces, config.design)
     model = step("fit", fit_model, design, config.model, progress)
     results = step("scores", score_model, model, design)
-    run = PipelineRun(config, experiment, design, model, results, truth, timings)
+    statistics = step("statistics", run_statistics, model, design, config.statistics, config.model, progress)
+    run = PipelineRun(config, experiment, design, model, results, truth, timings, statistics)
     if out_dir is not None:
         from encoding.report import write_outputs
 

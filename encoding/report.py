@@ -26,6 +26,7 @@ import numpy as np
 
 from encoding.io import provenance, save_figure, write_arrays, write_json, write_text
 from encoding.scoring import recovery_metrics
+from encoding.stats.report import methods_paragraph, roi_table, statistics_arrays, statistics_summary, write_table
 
 MAX_BAR_TARGETS = 60  # ROI-level data (this many targets or fewer) get per-target tables and bars
 EV_THRESHOLD = 0.1  # "reliable" vertices: explainable variance of one presentation above this
@@ -49,9 +50,12 @@ def summarize(run) -> dict:
         "pca": exp.info.get("pca", {}),
         "design": {"delays_tr": list(design.delays), "n_features": int(design.X_train.shape[1])},
         "model": {
-            "estimator": "BandedRidgeEncoder (himalaya MultipleKernelRidgeCV, random search)",
+            "estimator": "BandedRidgeEncoder (encoding.ridge, random search on the simplex)",
             "cv": f"leave-one-run-out over {len(design.train_run_ids)} training runs",
             "n_iter": cfg.model.n_iter, "alphas": [float(a) for a in cfg.model.alphas],
+            "form": run.model.form_, "strategy": run.model.strategy_,
+            "solver_profile": {k: (round(v, 3) if isinstance(v, float) else v)
+                               for k, v in run.model.fit_profile_.items()},
         },
         "scores": {
             "map_threshold_r2": thr,
@@ -88,9 +92,25 @@ def summarize(run) -> dict:
         }
     if run.truth is not None:
         summary["recovery"] = recovery(run)
+    if run.statistics is not None:
+        summary["statistics"] = statistics_summary(run.statistics, exp.n_vertices)
+        summary["statistics"]["methods"] = methods_paragraph(cfg, design, run.model, run.statistics)
+        if run.truth is not None and run.statistics.main is not None:
+            summary["statistics"]["power"] = detection(run)
     summary["timings_s"] = dict(run.timings)
     summary["provenance"] = provenance(cfg.to_dict())
     return summary
+
+
+def detection(run) -> dict:
+    """Simulations: sensitivity and false-positive rate of the corrected significance map."""
+    planted = run.truth.signal_share.sum(axis=0)
+    significant = run.statistics.significant()
+    signal, strong = planted > 0, planted >= 0.1
+    return {"sensitivity": float(significant[signal].mean()) if signal.any() else None,
+            "sensitivity_share_above_0.1": float(significant[strong].mean()) if strong.any() else None,
+            "false_positive_rate": float(significant[~signal].mean()) if (~signal).any() else None,
+            "n_false_positives": int(significant[~signal].sum())}
 
 
 def recovery(run) -> dict:
@@ -147,11 +167,80 @@ def make_figures(run, out: Path) -> dict[str, str]:
     fig = plot_surface_labels(np.where(res.test_r2 > thr, best, 0), res.band_names,
                               f"Best feature space (largest split R², where test R² > {thr:.3g})")
     files["best_space"] = str(save_figure(fig, out / "figures" / "best_space.png", dpi=cfg.dpi).relative_to(out))
+    statistics = run.statistics
+    if statistics is not None and statistics.main is not None:
+        s = statistics.settings
+        significant = statistics.significant()
+        maps["significant_r2"] = (np.where(significant, res.test_r2, 0.0),
+                                  f"Test R², significant vertices ({s['correction'].upper().replace('_', ' ')} "
+                                  f"p ≤ {s['alpha']:g}, {s['n_permutations']} permutations)", "R²", "inferno")
+    if statistics is not None and statistics.atoms is not None:
+        for space, test in statistics.unique_tests.items():
+            unique = np.maximum(statistics.atoms[(space,)], 0.0)
+            keep = test["p_fdr"] <= statistics.settings["alpha"]
+            maps[f"unique_{space}"] = (np.where(keep, unique, 0.0), f"Unique variance: {space} (FDR p ≤ "
+                                       f"{statistics.settings['alpha']:g}, negatives shown as 0)", "R²", "viridis")
     for key, (values, title, label, cmap) in maps.items():
         top = float(np.nanmax(values)) if key == "planted_share" else vmax
-        fig = plot_surface_map(values, title, threshold=None if key == "planted_share" else thr,
-                               vmax=top, cmap=cmap, label=label)
+        shown = None if key == "planted_share" else (1e-6 if key.startswith(("significant", "unique")) else thr)
+        if key.startswith("unique"):
+            top = max(float(np.nanpercentile(values, 99.9)), 1e-3)
+        fig = plot_surface_map(values, title, threshold=shown, vmax=top, cmap=cmap, label=label)
         files[key] = str(save_figure(fig, out / "figures" / f"{key}.png", dpi=cfg.dpi).relative_to(out))
+    return files
+
+
+def statistics_markdown(summary: dict) -> list[str]:
+    """The report's statistics section: significance, partitioning, ROI table and methods paragraph."""
+    st = summary["statistics"]
+    s = st["settings"]
+    lines = ["", "## Statistics", ""]
+    if "test" in st:
+        t = st["test"]
+        lines.append(f"Test {t['statistic'].upper()} against a {s['null']} null ({t['n_permutations']} permutations, "
+                     f"{s['scheme']} of {s['block_length']} TRs): **{t['n_significant']:,}** vertices significant at "
+                     f"{s['correction'].upper().replace('_', ' ')} p ≤ {s['alpha']:g} "
+                     f"({t['n_significant_uncorrected']:,} uncorrected); smallest p {t['min_p']:.4g}.")
+        if t["split"]:
+            lines.append("Split R² significant per space: " + ", ".join(f"{k} {v:,}" for k, v in t["split"].items())
+                         + ".")
+    if "power" in st:
+        p = st["power"]
+        lines.append(f"Simulation: sensitivity {p['sensitivity']:.3f} over planted vertices "
+                     f"({p['sensitivity_share_above_0.1']:.3f} where the planted share is at least 0.1), "
+                     f"false-positive rate {p['false_positive_rate']:.4f} ({p['n_false_positives']} vertices).")
+    if "partition" in st:
+        lines += ["", "| variance component | mean over significant vertices | share of vertices < 0 |", "|---|---|---|"]
+        for name, v in st["partition"].items():
+            mean = "n/a" if v["mean_in_significant"] is None else f"{v['mean_in_significant']:.4f}"
+            lines.append(f"| {name} | {mean} | {v['fraction_negative']:.2f} |")
+        lines.append("")
+        lines.append("Vertices with significant unique variance (bootstrap, FDR ≤ " + f"{s['alpha']:g}): "
+                     + ", ".join(f"{k} {v:,}" for k, v in st["unique_significant_fdr"].items()) + ".")
+    lines += [""] + [f"*{note}*" for note in st["notes"]]
+    files = summary.get("files", {}).get("statistics", {})
+    if files:
+        lines += ["", f"Per-ROI table: [{files['rois_md']}]({files['rois_md']}) (also CSV and LaTeX)."]
+    lines += ["", "### Methods (generated from the parameters used)", "", "> " + st["methods"], ""]
+    return lines
+
+
+def write_statistics_tables(run, out: Path) -> dict[str, str]:
+    """``statistics/rois.{csv,md,tex}`` (per ROI or target) and ``statistics/methods.md``."""
+    folder = out / "statistics"
+    if run.experiment.space == "fsaverage5":
+        from atlases.rois import auditory_rois
+
+        masks = auditory_rois()
+    elif run.experiment.n_vertices <= MAX_BAR_TARGETS:
+        names = run.experiment.info.get("vertex_names") or [str(i) for i in range(run.experiment.n_vertices)]
+        masks = {name: np.arange(run.experiment.n_vertices) == i for i, name in enumerate(names)}
+    else:
+        masks = {"all vertices": np.ones(run.experiment.n_vertices, bool)}
+    files = {f"rois_{k}": f"statistics/{v}" for k, v in
+             write_table(roi_table(run.statistics, run.results, masks), folder, "rois").items()}
+    write_text(folder / "methods.md", methods_paragraph(run.config, run.design, run.model, run.statistics) + "\n")
+    files["methods"] = "statistics/methods.md"
     return files
 
 
@@ -200,6 +289,8 @@ def markdown_report(summary: dict, figures: dict[str, str]) -> str:
                   f"{nc['n_vertices_reliable']:,} vertices have an explainable variance above {nc['ev_threshold']} "
                   f"(max {nc['explainable_variance_max']:.3f}); there, median test r {fmt(nc['test_r_median_reliable'])}, "
                   f"median noise-ceiling-normalised CC_norm {fmt(nc['cc_norm_median_reliable'])} (Schoppe et al. 2016)."]
+    if "statistics" in summary:
+        lines += statistics_markdown(summary)
     if "targets" in summary:
         bands = list(summary["scores"]["bands"])
         lines += ["", "## Per target", "", "| target | test R² | test r | " + " | ".join(f"split R² {b}" for b in bands) + " |",
@@ -225,8 +316,11 @@ def write_outputs(run, out: Path) -> dict:
     if run.truth is not None:
         arrays["planted_share"] = run.truth.signal_share
         arrays["planted_spaces"] = np.array(run.truth.band_names)
+    if run.statistics is not None:
+        arrays.update(statistics_arrays(run.statistics))
     write_arrays(out / "results.npz", **arrays)
     summary = summarize(run)
+    tables = write_statistics_tables(run, out) if run.statistics is not None else {}
     figures = {}
     if run.config.output.figures and run.experiment.space == "fsaverage5":
         figures = make_figures(run, out)
@@ -237,7 +331,7 @@ def write_outputs(run, out: Path) -> dict:
     timings["outputs"] = round(time.perf_counter() - start, 3)
     timings["total"] = round(sum(timings.values()), 3)
     summary["files"] = {"config": "config.toml", "results": "results.npz", "report": "report.md",
-                        "figures": figures}
+                        "figures": figures, "statistics": tables}
     write_text(out / "report.md", markdown_report(summary, figures))
     write_json(out / "summary.json", summary)
     return summary

@@ -23,6 +23,8 @@ def tiny_config(seed: int = 0, figures: bool = False) -> PipelineConfig:
     sim.seed = seed
     config.model.n_iter = 4
     config.model.random_state = seed
+    config.statistics.n_permutations = 100
+    config.statistics.n_bootstrap = 100
     config.output.figures = figures
     return config
 

@@ -109,6 +109,7 @@ def test_synthetic_bold_in_ds003720_layout_runs_through_fit(tmp_path):
                  "preprocessing": {"detrend": "polynomial"}},
         "features": {"spaces": ["caption", "logmel"], "params": {"caption": {"model": "lsa"}}},
         "model": {"n_iter": 3, "backend": "numpy"},
+        "statistics": {"n_permutations": 50, "n_bootstrap": 50},
     })
     path = tmp_path / "config.toml"
     path.write_text(config.to_toml())

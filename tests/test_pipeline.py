@@ -32,14 +32,24 @@ def test_outputs_are_all_written(tiny_run, tmp_path):
     assert summary["provenance"]["config"]["data"]["simulation"]["seed"] == 0
     figures = summary["files"]["figures"]
     assert set(figures) == {"test_r2", "split_r2_logmel", "split_r2_modulation", "split_r2_caption",
-                            "planted_share", "best_space"}
+                            "planted_share", "best_space", "significant_r2", "unique_logmel", "unique_modulation",
+                            "unique_caption"}
     for path in figures.values():
         assert (out / path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (out / "report.md").read_text()
     assert "Ground-truth recovery" in report and "figures/test_r2.png" in report
     assert "Noise ceiling" in report and summary["noise_ceiling"]["n_vertices_reliable"] > 100
+    # statistics: corrected significance, unique variance, the methods paragraph and the tables
+    stats = summary["statistics"]
+    assert stats["test"]["n_permutations"] == 100 and stats["test"]["n_significant"] > 50
+    assert stats["power"]["false_positive_rate"] < 0.01 and stats["power"]["sensitivity_share_above_0.1"] > 0.05
+    assert "### Methods" in report and "100 permutations" in (out / "statistics" / "methods.md").read_text()
+    for suffix in ("csv", "md", "tex"):
+        assert (out / "statistics" / f"rois.{suffix}").stat().st_size > 100
     arrays = np.load(out / "results.npz")
     assert arrays["test_r2"].shape == (20484,) and list(arrays["band_names"]) == ["logmel", "modulation", "caption"]
+    assert arrays["significant"].dtype == bool and arrays["unique_caption"].shape == (20484,)
+    assert arrays["p_value"].min() == pytest.approx(1 / 101)
     assert not list(out.rglob("*.tmp*"))  # atomic writes leave no temporary files
     # the written config reads back to the same configuration
     assert PipelineConfig.from_toml(out / "config.toml").to_dict() == PipelineConfig.from_dict(

@@ -1,0 +1,19 @@
+"""Banded ridge solver: design factorizations shared across vertices, folds and permutations.
+
+:class:`~encoding.ridge.problem.RidgeProblem` holds what depends on the design only (Gram or kernel
+matrices and their eigendecompositions per band-weight candidate);
+:func:`~encoding.ridge.search.fit_banded_ridge` searches band weights and alphas by
+leave-one-run-out cross-validation with large GEMMs, in vertex batches bounded by a memory
+budget, serially or on a dask cluster.
+"""
+
+from encoding.ridge.problem import (
+    CandidateFactorization,
+    FoldFactorization,
+    FullFactorization,
+    RidgeProblem,
+)
+from encoding.ridge.search import SearchResult, band_weight_candidates, batch_size_for, fit_banded_ridge
+
+__all__ = ["CandidateFactorization", "FoldFactorization", "FullFactorization", "RidgeProblem", "SearchResult",
+           "band_weight_candidates", "batch_size_for", "fit_banded_ridge"]

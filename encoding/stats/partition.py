@@ -1,0 +1,141 @@
+"""Variance partitioning: unique and shared variance of feature spaces from subset models.
+
+Each non-empty subset ``S`` of the feature spaces is fitted alone (its own banded ridge search) and
+scored on the test runs: ``R2(S)``. Read as the measure of a union in a Venn diagram, the
+variance explained by exactly the spaces in ``T`` and no other (an *atom*) follows by Moebius
+inversion: with ``nu(S) = R2(all) - R2(all minus S)`` (what the spaces in ``S`` add together),
+``atom(T) = sum_{U subset of T} (-1)^(|T| - |U|) nu(U)``. For two spaces ``a, b``:
+``unique(a) = R2(ab) - R2(b)``, ``shared(a, b) = R2(a) + R2(b) - R2(ab)`` (de Heer et al. 2017,
+Lescroart et al. 2015).
+
+Negative estimates happen (finite samples, regularisation differing between subset models):
+tables keep the raw values; :func:`clip_negative` sets them to zero for maps and shares, and
+:func:`unique_bootstrap` tests unique variance against zero with the standard error from a block
+bootstrap of the test samples (the predictions are fixed; blocks keep the autocorrelation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from itertools import combinations
+
+import numpy as np
+
+from encoding.scoring import r2_score
+
+
+def subsets(spaces: Sequence[str]) -> list[tuple[str, ...]]:
+    """Every non-empty subset of ``spaces``, smallest first, in the given order within a subset."""
+    return [combo for size in range(1, len(spaces) + 1) for combo in combinations(spaces, size)]
+
+
+def atom_name(atom: tuple[str, ...]) -> str:
+    """``unique:a`` for one space, ``shared:a&b`` for several."""
+    return f"unique:{atom[0]}" if len(atom) == 1 else "shared:" + "&".join(atom)
+
+
+def partition_variance(scores: Mapping[tuple[str, ...], np.ndarray], spaces: Sequence[str]
+                       ) -> dict[tuple[str, ...], np.ndarray]:
+    """Venn atoms of explained variance from the scores of all subset models.
+
+    Parameters
+    ----------
+    scores : mapping of tuple of str to ndarray, shape (n_vertices,)
+        ``R2`` of the model of every non-empty subset (keys as from :func:`subsets`).
+    spaces : sequence of str
+        All feature spaces (2 or more).
+
+    Returns
+    -------
+    dict of tuple of str to ndarray, shape (n_vertices,)
+        For each non-empty subset ``T``, the variance explained by exactly the spaces in ``T``
+        (``(a,)``: unique to ``a``; ``(a, b)``: shared by ``a`` and ``b`` only). The atoms sum to
+        ``R2(all)``. Raw estimates: they can be negative.
+    """
+    spaces = tuple(spaces)
+    if len(spaces) < 2:
+        raise ValueError("Variance partitioning needs at least two feature spaces.")
+    missing = [s for s in subsets(spaces) if s not in scores]
+    if missing:
+        raise ValueError(f"Scores of subset models {missing} are missing; fit every subset of {spaces}.")
+    full = np.asarray(scores[spaces], dtype=np.float64)
+
+    def added(group: tuple[str, ...]) -> np.ndarray:  # nu(S)
+        rest = tuple(s for s in spaces if s not in group)
+        return full - (np.asarray(scores[rest], dtype=np.float64) if rest else 0.0)
+
+    atoms = {}
+    for atom in subsets(spaces):
+        atoms[atom] = sum((-1) ** (len(atom) - len(sub)) * added(sub) for sub in subsets(atom))
+    return atoms
+
+
+def clip_negative(atoms: Mapping[tuple[str, ...], np.ndarray]) -> dict[tuple[str, ...], np.ndarray]:
+    """The documented rule for maps: negative atoms (estimation noise) are shown as zero."""
+    return {atom: np.maximum(values, 0.0) for atom, values in atoms.items()}
+
+
+def unique_bootstrap(Y_test: np.ndarray, predictions: Mapping[tuple[str, ...], np.ndarray], spaces: Sequence[str],
+                     n_bootstrap: int = 1000, block_length: int = 10, random_state: int | None = 0
+                     ) -> dict[str, dict[str, np.ndarray]]:
+    """Block-bootstrap standard errors, intervals and p-values of each space's unique variance.
+
+    A moving-block bootstrap of the test samples (``ceil(n_test / block_length)`` blocks drawn
+    with replacement; the predictions stay fixed). Every sum a replicate's R^2 needs is a sum of
+    block sums, so all replicates come from one matrix product of block counts by block sums.
+
+    Parameters
+    ----------
+    Y_test : ndarray, shape (n_test, n_vertices)
+    predictions : mapping of tuple of str to ndarray, shape (n_test, n_vertices)
+        Test predictions of the full model and of each leave-one-space-out model.
+    spaces : sequence of str
+    n_bootstrap : int
+    block_length : int
+        Samples per block.
+    random_state : int or None
+
+    Returns
+    -------
+    dict of str to dict
+        Per space: ``estimate`` (on all test samples), ``se`` (bootstrap standard error),
+        ``ci_low``, ``ci_high`` (95 % percentile interval) and ``p``: one-sided p-value of
+        ``unique > 0`` from the bootstrap standard error (``1 - Phi(estimate / se)``), continuous so
+        that FDR procedures work at any number of vertices.
+    """
+    from scipy.stats import norm
+
+    spaces = tuple(spaces)
+    Y = np.asarray(Y_test, dtype=np.float64)
+    n = len(Y)
+    block_length = min(block_length, n)
+    n_starts, n_blocks = n - block_length + 1, int(np.ceil(n / block_length))
+    rng = np.random.default_rng(random_state)
+    counts = np.zeros((n_bootstrap, n_starts))
+    for row in counts:
+        np.add.at(row, rng.integers(0, n_starts, n_blocks), 1.0)
+    length = n_blocks * block_length
+
+    def block_sums(values: np.ndarray) -> np.ndarray:  # (n_starts, n_vertices)
+        cumulative = np.concatenate([np.zeros((1, values.shape[1])), np.cumsum(values, axis=0)])
+        return cumulative[block_length:] - cumulative[:-block_length]
+
+    total = counts @ block_sums(Y)
+    total_squares = counts @ block_sums(Y**2) - total**2 / length
+
+    def replicates(model: tuple[str, ...]) -> np.ndarray:  # R^2 of each replicate, (n_bootstrap, n_vertices)
+        residual = counts @ block_sums((Y - predictions[model]) ** 2)
+        return 1.0 - residual / np.maximum(total_squares, 1e-12)
+
+    full = replicates(spaces)
+    out = {}
+    for space in spaces:
+        rest = tuple(s for s in spaces if s != space)
+        values = full - replicates(rest)
+        estimate = r2_score(Y, predictions[spaces]) - r2_score(Y, predictions[rest])
+        se = values.std(axis=0, ddof=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            p = norm.sf(np.where(se > 0, estimate / se, 0.0))
+        out[space] = dict(estimate=np.asarray(estimate), se=se, ci_low=np.percentile(values, 2.5, axis=0),
+                          ci_high=np.percentile(values, 97.5, axis=0), p=p)
+    return out

@@ -1,0 +1,184 @@
+"""Statistical report: tables as CSV, Markdown and LaTeX, and a methods paragraph.
+
+The methods paragraph is written from the parameters a run actually used (delays, CV scheme,
+search grid, permutations, correction), so it can be pasted into a paper and stays true.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from encoding.io import write_text
+
+
+def write_table(table: pd.DataFrame, folder: Path, name: str, float_format: str = "{:.4g}") -> dict[str, str]:
+    """Write ``table`` as ``name.csv``, ``name.md`` and ``name.tex`` in ``folder`` (atomically).
+
+    Returns
+    -------
+    dict of str to str
+        Format to file name, relative to ``folder``.
+    """
+    folder = Path(folder)
+    formatted = table.map(lambda v: float_format.format(v) if isinstance(v, (float, np.floating)) else v)
+    files = {"csv": f"{name}.csv", "md": f"{name}.md", "tex": f"{name}.tex"}
+    write_text(folder / files["csv"], table.to_csv(float_format="%.6g"))
+    write_text(folder / files["md"], formatted.to_markdown() + "\n")
+    write_text(folder / files["tex"], formatted.to_latex(escape=True))
+    return files
+
+
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def methods_paragraph(cfg, design, model, statistics=None, n_vertices: int | None = None) -> str:
+    """A methods paragraph describing the fit and the statistics with the values used.
+
+    Parameters
+    ----------
+    cfg : PipelineConfig
+    design : Design
+    model : BandedRidgeEncoder
+        Fitted.
+    statistics : StatisticsResults or None
+    n_vertices : int or None
+        Vertices tested (defaults to the design's).
+    """
+    tr = float(cfg.data.simulation.tr) if cfg.data.source == "simulation" else None
+    delays = list(design.delays)
+    delay_text = ", ".join(str(d) for d in delays) + " TRs"
+    if tr:
+        delay_text += f" ({delays[0] * tr:g}-{delays[-1] * tr:g} s)"
+    spaces = [f"{name} ({(sl.stop - sl.start) // len(delays)} features)" for name, sl in design.bands.items()]
+    alphas = np.asarray(cfg.model.alphas)
+    n_runs = len(design.train_run_ids)
+    n_vertices = n_vertices or design.Y_train.shape[1]
+    repeats = design.Y_test_repeats.shape[0] if design.Y_test_repeats is not None else None
+    text = [
+        f"Responses were modelled with banded ridge regression (brain2music), one regularisation strength per "
+        f"feature space and vertex. The {len(spaces)} feature space{'s' if len(spaces) > 1 else ''} "
+        f"({_join(spaces)}) were z-scored within runs and delayed by {delay_text} (finite impulse response), "
+        f"giving {design.X_train.shape[1]} regressors. Hyperparameters were selected for each vertex by "
+        f"leave-one-run-out cross-validation over the {n_runs} training runs ({design.X_train.shape[0]} volumes): "
+        f"{len(model.candidates_)} band-weight candidates on the simplex (equal weights, then Dirichlet samples with "
+        f"concentration {_join([f'{c:g}' for c in np.atleast_1d(cfg.model.concentration)])}) times "
+        f"{len(alphas)} global regularisation strengths log-spaced from {alphas[0]:.3g} to {alphas[-1]:.3g}, "
+        f"maximising the mean R\u00b2 over held-out runs. The selected model was refitted on all training runs and "
+        f"evaluated on {design.X_test.shape[0]} held-out test volumes"
+        + (f" (responses averaged over {repeats} repeated presentations)" if repeats else "")
+        + " by the coefficient of determination (R\u00b2) and Pearson's r."
+    ]
+    if repeats:
+        text.append(
+            "Noise ceilings were estimated from the repeats: the explainable variance of a single presentation "
+            "with the correction for the number of repeats, and the maximal achievable correlation CC_max "
+            "(Schoppe et al. 2016), giving normalised correlations CC_norm = r / CC_max."
+        )
+    if statistics is not None and statistics.permutation is not None:
+        s = statistics.settings
+        scheme = {"blocks": f"in blocks of {s['block_length']} volumes", "circular":
+                  f"by circular shifts of at least {s['block_length']} volumes", "trs": "volume by volume"}[s["scheme"]]
+        null = ("the training responses were permuted " + scheme + " within runs and the model refitted under each "
+                "permutation (hyperparameters held at their selected values), then scored on the unpermuted test "
+                "runs" if s["null"] == "refit" else "the test responses were permuted " + scheme
+                + " against the fixed model's predictions")
+        correction = {"fwer": "the family-wise error rate with the maximum statistic over vertices",
+                      "fdr_bh": "the false discovery rate (Benjamini-Hochberg)",
+                      "fdr_by": "the false discovery rate (Benjamini-Yekutieli)",
+                      "none": "no correction"}[s["correction"]]
+        text.append(
+            f"Statistical significance of the test {s['metric'].upper().replace('R2', 'R²')} was assessed with "
+            f"{s['n_permutations']} permutations: {null}. p-values were computed as (1 + number of permutations "
+            f"reaching the observed score) / (1 + {s['n_permutations']}) and corrected across {n_vertices} vertices "
+            f"controlling {correction} at {s['alpha']:g}."
+        )
+    if statistics is not None and statistics.atoms is not None:
+        n_models = 2 ** len(design.bands) - 1
+        text.append(
+            f"Unique and shared variance were estimated by variance partitioning: all {n_models} subset models were "
+            f"fitted with their own hyperparameter search (the same alphas; band-weight candidates keeping the full "
+            f"search's density per simplex axis), and the variance explained by each combination of feature spaces "
+            f"was obtained from their test R\u00b2 by set theory (inclusion-exclusion); negative estimates were kept "
+            f"in tables and set to zero in maps. Unique variance was tested against zero (one-sided z-test with the "
+            f"standard error of a moving-block bootstrap of the test volumes, {statistics.settings['n_bootstrap']} "
+            f"resamples, blocks of {statistics.settings['block_length']} volumes), FDR-corrected "
+            f"(Benjamini-Hochberg) across vertices."
+        )
+    return " ".join(text)
+
+
+def statistics_arrays(statistics) -> dict[str, np.ndarray]:
+    """Per-vertex arrays for ``results.npz``: p-values, significance, unique and shared variance."""
+    arrays = {}
+    main = statistics.main
+    if main is not None:
+        s = statistics.settings
+        arrays.update(p_value=main.p_values.astype(np.float32),
+                      p_corrected=main.corrected(s["correction"]).astype(np.float32),
+                      significant=main.significant(s["alpha"], s["correction"]))
+        for name, result in statistics.permutation.items():
+            if name.startswith("split_r2:"):
+                arrays[f"p_split_r2_{name.split(':', 1)[1]}"] = result.p_values.astype(np.float32)
+    if statistics.atoms is not None:
+        from encoding.stats.partition import atom_name
+
+        for atom, values in statistics.atoms.items():
+            arrays[atom_name(atom).replace(":", "_").replace("&", "_")] = values.astype(np.float32)
+        for space, test in statistics.unique_tests.items():
+            arrays[f"unique_{space}_p_fdr"] = test["p_fdr"].astype(np.float32)
+    return arrays
+
+
+def statistics_summary(statistics, n_vertices: int) -> dict:
+    """JSON-ready numbers of the statistics step."""
+    s = statistics.settings
+    out: dict = {"settings": dict(s), "notes": list(statistics.notes), "timings_s": dict(statistics.timings)}
+    main = statistics.main
+    if main is not None:
+        significant = main.significant(s["alpha"], s["correction"])
+        out["test"] = {
+            "statistic": main.statistic, "n_permutations": main.n_permutations,
+            "n_significant": int(significant.sum()), "fraction_significant": float(significant.mean()),
+            "n_significant_uncorrected": int((main.p_values <= s["alpha"]).sum()),
+            "min_p": float(main.p_values.min()), "min_p_corrected": float(main.corrected(s["correction"]).min()),
+            "split": {name.split(":", 1)[1]: int(r.significant(s["alpha"], s["correction"]).sum())
+                      for name, r in statistics.permutation.items() if name.startswith("split_r2:")},
+        }
+    if statistics.atoms is not None:
+        from encoding.stats.partition import atom_name
+
+        mask = statistics.significant() if main is not None else np.ones(n_vertices, bool)
+        out["partition"] = {
+            atom_name(atom): {"mean_in_significant": float(values[mask].mean()) if mask.any() else None,
+                              "fraction_negative": float((values < 0).mean())}
+            for atom, values in statistics.atoms.items()
+        }
+        out["unique_significant_fdr"] = {space: int((t["p_fdr"] <= s["alpha"]).sum())
+                                         for space, t in statistics.unique_tests.items()}
+    return out
+
+
+def roi_table(statistics, results, masks: dict[str, np.ndarray]) -> pd.DataFrame:
+    """One row per ROI (boolean vertex masks) or target: scores, noise ceiling, significance, unique variance."""
+    s = statistics.settings
+    main = statistics.main
+    rows = {}
+    for name, mask in masks.items():
+        row = {"n_vertices": int(mask.sum()), "test_r2": float(np.nanmean(results.test_r2[mask])),
+               "test_r": float(np.nanmean(results.test_r[mask]))}
+        if results.cc_norm is not None:
+            row["cc_norm_median"] = float(np.nanmedian(results.cc_norm[mask])) if np.isfinite(
+                results.cc_norm[mask]).any() else np.nan
+        if main is not None:
+            row["p_min_corrected"] = float(main.corrected(s["correction"])[mask].min())
+            row["fraction_significant"] = float(main.significant(s["alpha"], s["correction"])[mask].mean())
+        if statistics.atoms is not None:
+            for space, test in statistics.unique_tests.items():
+                row[f"unique_{space}"] = float(statistics.atoms[(space,)][mask].mean())
+                row[f"unique_{space}_fraction_fdr"] = float((test["p_fdr"][mask] <= s["alpha"]).mean())
+        rows[name] = row
+    return pd.DataFrame.from_dict(rows, orient="index")
