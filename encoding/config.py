@@ -20,12 +20,11 @@ from encoding.datasets.bids import BidsConfig
 from encoding.datasets.tables import TablesConfig
 from encoding.design import DEFAULT_DELAYS
 from encoding.preprocessing import PreprocessingConfig
+from encoding.ridge.problem import FORMS, STRATEGIES
 from encoding.simulation.experiment import SimulationConfig
 
 DATA_SOURCES = ("simulation", "bids", "tables")
 BACKENDS = ("auto", "numpy", "torch", "torch_cuda")
-FORMS = ("auto", "primal", "dual")
-STRATEGIES = ("auto", "folds", "hat")
 
 
 @dataclass

@@ -58,7 +58,8 @@ class BandedRidgeEncoder(RegressorMixin, BaseEstimator):
     backend : {"auto", "numpy", "torch", "torch_cuda"}
         himalaya backend of the linear algebra (``auto``: CUDA when visible, else numpy).
     memory_gb : float
-        Working-memory budget of the solver (GiB), excluding X, Y and the fitted weights.
+        Working-memory budget of the solver (GiB): the design-side arrays, one candidate's
+        factorization and a vertex batch (Y and the fitted weights are not counted).
     scheduler : str, distributed.Client or None
         Run vertex batches on a dask cluster (a scheduler address such as
         ``"tcp://host:8786"``, or a client); None runs here. Results are identical.
@@ -78,10 +79,10 @@ class BandedRidgeEncoder(RegressorMixin, BaseEstimator):
         Row of ``candidates_`` each vertex chose.
     band_weights_ : ndarray, shape (n_bands, n_vertices)
         Chosen band weights (on the simplex).
-    alphas_ : ndarray, shape (n_vertices,)
+    alpha_ : ndarray, shape (n_vertices,)
         Chosen global alpha.
     best_alphas_ : ndarray, shape (n_bands, n_vertices)
-        Effective penalty of each band, ``alphas_ / band_weights_`` (himalaya's ``exp(-deltas_)``);
+        Effective penalty of each band, ``alpha_ / band_weights_`` (himalaya's ``exp(-deltas_)``);
         inf where a band's weight is (numerically) 0, i.e. the band is left out.
     cv_scores_ : ndarray, shape (n_candidates, n_vertices)
         Leave-one-run-out R^2 (mean over folds) of each candidate at its best alpha.
@@ -156,7 +157,7 @@ class BandedRidgeEncoder(RegressorMixin, BaseEstimator):
         self.candidates_ = result.candidates
         self.best_candidate_ = result.best_candidate
         self.band_weights_ = result.band_weights.astype(np.float32)
-        self.alphas_ = result.best_alpha.astype(np.float32)
+        self.alpha_ = result.best_alpha.astype(np.float32)
         with np.errstate(over="ignore"):  # a band weight of ~0 excludes the band: its penalty is inf
             self.best_alphas_ = result.band_alphas.astype(np.float32)
         self.cv_scores_ = result.cv_scores

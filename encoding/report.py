@@ -206,9 +206,10 @@ def statistics_markdown(summary: dict) -> list[str]:
                          + ".")
     if "power" in st:
         p = st["power"]
-        lines.append(f"Simulation: sensitivity {p['sensitivity']:.3f} over planted vertices "
-                     f"({p['sensitivity_share_above_0.1']:.3f} where the planted share is at least 0.1), "
-                     f"false-positive rate {p['false_positive_rate']:.4f} ({p['n_false_positives']} vertices).")
+        fmt = (lambda v, f: "n/a" if v is None else format(v, f))
+        lines.append(f"Simulation: sensitivity {fmt(p['sensitivity'], '.3f')} over planted vertices "
+                     f"({fmt(p['sensitivity_share_above_0.1'], '.3f')} where the planted share is at least 0.1), "
+                     f"false-positive rate {fmt(p['false_positive_rate'], '.4f')} ({p['n_false_positives']} vertices).")
     if "partition" in st:
         lines += ["", "| variance component | mean over significant vertices | share of vertices < 0 |", "|---|---|---|"]
         for name, v in st["partition"].items():

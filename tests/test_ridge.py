@@ -74,6 +74,20 @@ def test_search_matches_brute_force_cross_validation(form, strategy):
         np.testing.assert_allclose(result.coef[:, v], W, atol=2e-4)
 
 
+def test_hat_strategy_with_more_features_than_samples_and_tiny_alphas():
+    """Dual form, alphas down to 1e-3: the hat strategy skips ill-conditioned alphas and agrees with
+    brute-force cross-validation wherever it selects."""
+    X, Y, groups, bands = make_problem(n_runs=4, run_length=50, n_features=(150, 150), n_vertices=8, seed=13)
+    alphas, candidates = np.logspace(-3, 4, 15), band_weight_candidates(2, 3, random_state=1)
+    result = fit_banded_ridge(RidgeProblem(X, groups, bands), Y, alphas, candidates, strategy="hat", progress=False)
+    folds = fit_banded_ridge(RidgeProblem(X, groups, bands), Y, alphas, candidates, strategy="folds",
+                             progress=False)
+    for c, gamma in enumerate(candidates):
+        reference = np.array([brute_force_cv(X, Y, groups, bands, gamma, a) for a in alphas]).max(axis=0)
+        np.testing.assert_allclose(result.cv_scores[c], reference, atol=1e-3)
+        np.testing.assert_allclose(folds.cv_scores[c], reference, atol=1e-3)
+
+
 def test_torch_backend_agrees_with_numpy():
     pytest.importorskip("torch")
     X, Y, groups, bands = make_problem(seed=2)
@@ -159,6 +173,16 @@ def test_dask_cluster_gives_the_serial_result():
     np.testing.assert_allclose(parallel.coef, serial.coef, rtol=1e-6, atol=1e-7)
 
 
+def test_constant_vertex_scores_zero_not_one():
+    X, Y, groups, bands = make_problem(seed=14)
+    Y[:, 0] = 0.0  # e.g. a masked vertex
+    for strategy in ("folds", "hat"):
+        result = fit_banded_ridge(RidgeProblem(X, groups, bands), Y, np.logspace(-1, 3, 5),
+                                  band_weight_candidates(2, 2), strategy=strategy, progress=False)
+        np.testing.assert_allclose(result.cv_scores[:, 0], 0.0, atol=1e-6)
+        np.testing.assert_allclose(result.coef[:, 0], 0.0, atol=1e-6)
+
+
 def test_strategy_choice_follows_the_cost():
     rng = np.random.default_rng(10)
     groups = np.repeat(np.arange(10), 100)
@@ -170,6 +194,10 @@ def test_strategy_choice_follows_the_cost():
 
 def test_input_errors_name_the_problem():
     X, Y, groups, bands = make_problem()
+    with pytest.raises(ValueError, match="alphas must be positive"):
+        RidgeProblem(X, groups, bands).factorize([0.5, 0.5], [0.0, 1.0], "hat")
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        fit_banded_ridge(RidgeProblem(X, groups, bands), Y, [1.0], np.ones((1, 2)) / 2, strategy="loo")
     with pytest.raises(ValueError, match="uncovered"):
         RidgeProblem(X, groups, {"a": slice(0, 5)})
     with pytest.raises(ValueError, match="at least two training runs"):

@@ -116,17 +116,19 @@ def test_permutation_test_detects_planted_signal_and_spares_the_rest():
     assert results["r2"].p_values.min() == pytest.approx(1 / 200)
 
 
-@pytest.fixture(scope="module")
-def rest_null_problem():
-    """Stimulus features of a simulated experiment and the real resting-state run (no planted signal)."""
+def calibration_problem():
+    """Stimulus features of a simulated experiment and the real resting-state run (no planted signal).
+
+    Returns (design, rest, live vertices), or None without brainspace. ``benchmarks/statistics.py``
+    runs the same check at full size.
+    """
+    from encoding.cli import demo_config
+    from encoding.pipeline import build_design, extract_features, load_data
     from encoding.simulation.brain import load_resting_state
 
     rest = load_resting_state()
     if rest is None:
-        pytest.skip("brainspace is not installed: its real resting-state run is the calibration data")
-    from encoding.cli import demo_config
-    from encoding.pipeline import build_design, extract_features, load_data
-
+        return None
     config = demo_config(quick=True)
     sim = config.data.simulation
     sim.n_train_runs, sim.clips_per_run, sim.n_test_clips, sim.n_test_repeats, sim.sample_rate = 4, 12, 12, 2, 8000
@@ -134,8 +136,15 @@ def rest_null_problem():
     experiment, truth = load_data(config.data, config.features.params, progress=False)
     features = extract_features(experiment, config.features, False, truth.features)
     design = build_design(experiment, features, config.features.spaces, config.design)
-    live = np.flatnonzero(rest.std(axis=0) > 1e-6)
-    return design, rest, live
+    return design, rest, np.flatnonzero(rest.std(axis=0) > 1e-6)
+
+
+@pytest.fixture(scope="module")
+def rest_null_problem():
+    problem = calibration_problem()
+    if problem is None:
+        pytest.skip("brainspace is not installed: its real resting-state run is the calibration data")
+    return problem
 
 
 def _null_rates(design, rest, live, null, scheme, n_repetitions, n_vertices=300, n_permutations=99):
@@ -214,7 +223,7 @@ def test_partition_recovers_planted_unique_and_shared_variance():
     share = {"u": 0.2, "w": 0.1, "s": 0.15}
     parts = {k: zscore(m @ rng.standard_normal(5)) * np.sqrt(share[k]) for k, m in (("u", u), ("w", w), ("s", s))}
     Y = (sum(parts.values()) + rng.standard_normal(n) * np.sqrt(1 - sum(share.values())))[:, None]
-    Y = np.repeat(Y, 3, axis=1) + 0.0 * rng.standard_normal((n, 3))
+    Y = np.repeat(Y, 3, axis=1)
     design = SimpleNamespace(X_train=X[:-n_test], Y_train=Y[:-n_test].astype(np.float32),
                              groups=np.repeat(np.arange(n_runs), run_length), X_test=X[-n_test:],
                              Y_test=Y[-n_test:].astype(np.float32), bands={"a": slice(0, 10), "b": slice(10, 20)})
@@ -223,6 +232,29 @@ def test_partition_recovers_planted_unique_and_shared_variance():
     np.testing.assert_allclose(atoms[("a",)], share["u"], atol=0.04)
     np.testing.assert_allclose(atoms[("b",)], share["w"], atol=0.04)
     np.testing.assert_allclose(atoms[("a", "b")], share["s"], atol=0.04)
+
+
+def test_unique_bootstrap_standard_error_and_error_rates():
+    """The block-bootstrap standard error matches the spread of the estimate over independent test
+    sets; a space with no unique variance is rarely declared significant, a planted one is found."""
+    from encoding.stats import unique_bootstrap
+
+    rng = np.random.default_rng(12)
+    n, n_vertices = 200, 400
+    a, b = rng.standard_normal((n, n_vertices)), rng.standard_normal((n, n_vertices))
+    estimates = []
+    for _ in range(60):  # independent test sets of the same vertices
+        Y = 0.5 * a + 0.4 * b + rng.standard_normal((n, n_vertices))
+        preds = {("a", "b"): 0.5 * a + 0.4 * b, ("a",): 0.5 * a, ("b",): 0.4 * b}
+        estimates.append(unique_bootstrap(Y, preds, ["a", "b"], n_bootstrap=200, block_length=1,
+                                          random_state=0)["b"])
+    spread = np.std([e["estimate"] for e in estimates], axis=0, ddof=1).mean()
+    se = np.mean([e["se"] for e in estimates])
+    assert 0.8 < se / spread < 1.25, (se, spread)
+    assert np.mean([(e["p"] <= 0.05).mean() for e in estimates]) > 0.8  # b's unique variance is found
+    null = unique_bootstrap(Y, {("a", "b"): 0.5 * a + 0.05 * rng.standard_normal((n, n_vertices)), ("a",): 0.5 * a,
+                                ("b",): np.zeros((n, n_vertices))}, ["a", "b"], n_bootstrap=200, block_length=5)
+    assert (null["b"]["p"] <= 0.05).mean() <= 0.05  # an irrelevant space adds nothing (conservative)
 
 
 def test_sign_flip_matches_t_and_controls_fwer():

@@ -35,6 +35,7 @@ from himalaya.backend import set_backend
 FORMS = ("auto", "primal", "dual")
 STRATEGIES = ("auto", "folds", "hat")
 EIGH_COST = 10.0  # a symmetric eigendecomposition of size m costs about EIGH_COST * m^3 GEMM flops
+MIN_RUN_CONDITION = 1e-3  # hat strategy: alphas with 1 - max leverage of a run below this are skipped
 
 
 @dataclass
@@ -93,6 +94,9 @@ class CandidateFactorization:
         ``hat`` strategy.
     run_inverses : list of array, shape (n_alphas, n_val, n_val)
         ``hat`` strategy: ``(I - H_ff(alpha))^{-1}`` for each run ``f``.
+    usable : ndarray of bool, shape (n_alphas,) or None
+        ``hat`` strategy: alphas whose leave-one-run-out inverses are well conditioned (the others
+        score ``-inf``).
     """
 
     gamma: np.ndarray
@@ -100,6 +104,7 @@ class CandidateFactorization:
     folds: list = field(default_factory=list)
     full: FullFactorization | None = None
     run_inverses: list = field(default_factory=list)
+    usable: np.ndarray | None = None
 
     @property
     def strategy(self) -> str:
@@ -182,7 +187,7 @@ class RidgeProblem:
         trains = np.array([len(t) for t, _ in self.folds], dtype=float)
         vals = np.array([len(v) for _, v in self.folds], dtype=float)
         q_folds = np.full_like(trains, p) if self.form == "primal" else trains
-        q_full = min(n, p)
+        q_full = p if self.form == "primal" else n
         return n, p, trains, vals, q_folds, q_full
 
     def strategy_flops(self, strategy: str, n_vertices: int, n_alphas: int) -> float:
@@ -206,22 +211,26 @@ class RidgeProblem:
         return int(sum(_nbytes(a) for a in held))
 
     def factorization_nbytes(self, strategy: str, n_alphas: int) -> int:
-        """Peak memory of one candidate's factorization, temporaries included (bytes)."""
+        """Peak memory of one candidate's factorization, temporaries included (bytes).
+
+        The larger of the search's factorization and the refit's (``factorize_full``), with the
+        eigensolver's workspace (float32) and, in dual form, the candidate's kernel and scaled design.
+        """
         n, p, trains, vals, q_folds, q_full = self._sizes()
+        dual_extra = n * n + n * p if self.form == "dual" else 0
+        full = n * q_full + p * q_full + q_full + 3 * q_full**2 + dual_extra
         if strategy == "folds":
             rows = p if self.form == "primal" else trains
-            held = np.sum(q_folds * (rows + vals + 1))
-            temporary = 3 * q_folds.max() ** 2 * 2 + (n * n if self.form == "dual" else 0)  # float64 eigh
+            search = np.sum(q_folds * (rows + vals + 1)) + 3 * q_folds.max() ** 2 + dual_extra
         else:
-            held = n * q_full + p * q_full + q_full + n_alphas * np.sum(vals**2)
-            temporary = 3 * q_full**2 * 2 + (n * n if self.form == "dual" else 0) + 4 * vals.max() ** 2
-        return int(4 * (held + temporary))
+            search = full + n_alphas * np.sum(vals**2) + 8 * vals.max() ** 2  # float64 inverses, one run
+        return int(4 * max(search, full))
 
-    def vertex_nbytes(self, strategy: str) -> int:
-        """Working memory per vertex while scoring (bytes, float32)."""
+    def vertex_nbytes(self, strategy: str, n_alphas: int) -> int:
+        """Working memory per vertex while scoring or refitting (bytes, float32)."""
         n, p, trains, vals, q_folds, q_full = self._sizes()
         q = q_folds.max() if strategy == "folds" else q_full
-        return int(4 * (3 * n + 2 * p + 3 * q + 2 * vals.max() + 64))
+        return int(4 * (3 * n + 2 * p + 3 * q + 2 * vals.max() + 3 * n_alphas + 64))
 
     # -- factorizations ---------------------------------------------------------------------
 
@@ -242,10 +251,13 @@ class RidgeProblem:
         b = set_backend(self.backend, on_error="raise")
         gamma = np.asarray(gamma, dtype=np.float64)
         alphas = np.asarray(alphas, dtype=np.float64)
+        if (alphas <= 0).any():
+            raise ValueError(f"alphas must be positive, got {alphas.min():g}.")
         if strategy == "hat":
             full = self.factorize_full(gamma)
-            inverses = [_run_inverse(full, val, alphas, b) for _, val in self.folds]
-            return CandidateFactorization(gamma, alphas, full=full, run_inverses=inverses)
+            inverses, usable = zip(*(_run_inverse(full, val, alphas, b) for _, val in self.folds))
+            return CandidateFactorization(gamma, alphas, full=full, run_inverses=list(inverses),
+                                          usable=np.all(usable, axis=0))
         if strategy != "folds":
             raise ValueError(f"strategy must be 'folds' or 'hat', got {strategy!r}.")
         scale = self._scale(gamma, b)
@@ -310,7 +322,7 @@ class RidgeProblem:
         Y = b.asarray(Y, dtype=b.float32)
         alphas = b.asarray(factorization.alphas.astype(np.float32))
         scores = b.zeros((len(alphas), Y.shape[1]), dtype=b.float32)
-        timer = _GemmTimer()
+        timer = _GemmTimer(synchronize=b.name == "torch_cuda")
         if factorization.strategy == "hat":
             self._scores_hat(factorization, Y, alphas, scores, timer, b)
         else:
@@ -333,27 +345,30 @@ class RidgeProblem:
             inverse = 1.0 / (fold.eigenvalues[None, :] + alphas[:, None])  # (n_alphas, q)
             cross = b.matmul(inverse, b.matmul(fold.val_map.T, Y_val) * Z)  # y . prediction, per alpha
             squares = b.sum(Y_val * Y_val, 0)
-            total = _total_squares(Y_val, squares, b)
+            total, live = _total_squares(Y_val, squares, b)
             with timer(2 * len(alphas) * fold.val_map.shape[0] * fold.val_map.shape[1] * Y.shape[1]):
                 for index in range(len(alphas)):
                     prediction = b.matmul(fold.val_map * inverse[index][None, :], Z)
                     norm = b.einsum("ij,ij->j", prediction, prediction)
-                    scores[index] += 1.0 - (squares - 2.0 * cross[index] + norm) / total
+                    scores[index] += live * (1.0 - (squares - 2.0 * cross[index] + norm) / total)
                     del prediction
 
     def _scores_hat(self, factorization, Y, alphas, scores, timer, b) -> None:
         full = factorization.full
         Z = b.matmul(full.components.T, Y)  # (q, n_vertices)
         vals = [b.asarray(val) for _, val in self.folds]
-        totals = [_total_squares(Y[val], b.sum(Y[val] * Y[val], 0), b) for val in vals]
+        totals = [_total_squares(Y[val], b.sum(Y[val] * Y[val], 0), b) for val in vals]  # (total, live)
         n, q = full.components.shape
         sum_squares = sum(len(v) ** 2 for _, v in self.folds)
         with timer(2 * len(alphas) * (n * q + sum_squares) * Y.shape[1]):
             for index in range(len(alphas)):
+                if not factorization.usable[index]:
+                    scores[index] = -np.inf
+                    continue
                 residual = Y - b.matmul(full.components * (1.0 / (full.eigenvalues + alphas[index]))[None, :], Z)
-                for val, inverse, total in zip(vals, factorization.run_inverses, totals):
+                for val, inverse, (total, live) in zip(vals, factorization.run_inverses, totals):
                     held_out = b.matmul(inverse[index], residual[val])
-                    scores[index] += 1.0 - b.einsum("ij,ij->j", held_out, held_out) / total
+                    scores[index] += live * (1.0 - b.einsum("ij,ij->j", held_out, held_out) / total)
                 del residual
 
     def weights(self, full: FullFactorization, Y, alphas):
@@ -378,21 +393,34 @@ class RidgeProblem:
 
 
 def _run_inverse(full: FullFactorization, val: np.ndarray, alphas: np.ndarray, b):
-    """``(I - H_ff(alpha))^{-1}`` for one run, every alpha, shape (n_alphas, n_val, n_val), in float64 then float32."""
+    """``(I - H_ff(alpha))^{-1}`` for one run and every alpha, computed in float64.
+
+    Returns
+    -------
+    inverses : array, shape (n_alphas, n_val, n_val), float32
+    usable : ndarray of bool, shape (n_alphas,)
+        False where ``(I - H_ff)`` is so ill-conditioned (alpha tiny next to the eigenvalues) that
+        float32 residuals multiplied by its inverse would be noise; those alphas are not selected.
+    """
     block = b.to_numpy(full.components[b.asarray(val)]).astype(np.float64)  # (n_val, q)
     eigenvalues = b.to_numpy(full.eigenvalues).astype(np.float64)
     identity = np.eye(len(val))
     inverses = np.empty((len(alphas), len(val), len(val)), dtype=np.float32)
+    usable = np.ones(len(alphas), dtype=bool)
     for index, alpha in enumerate(alphas):
-        hat = (block / (eigenvalues + alpha)) @ block.T
-        inverses[index] = np.linalg.inv(identity - hat)
-    return b.asarray(inverses)
+        leave_out = identity - (block / (eigenvalues + alpha)) @ block.T
+        smallest = np.linalg.eigvalsh(leave_out)[0]  # 1 - largest leverage of the run
+        usable[index] = smallest > MIN_RUN_CONDITION
+        inverses[index] = np.linalg.inv(leave_out) if usable[index] else 0.0
+    return b.asarray(inverses), usable
 
 
 def _total_squares(Y_val, squares, b):
-    """Sum of squares about the validation mean, per vertex (floored to avoid 0/0)."""
+    """Sum of squares about the validation mean per vertex (floored), and a 0/1 weight that is 0
+    where the vertex is constant in the run, so that its R^2 there counts as 0 instead of 0 / 0."""
     total = squares - Y_val.shape[0] * b.mean_float64(Y_val, 0) ** 2
-    return b.clip(total, 1e-12 * Y_val.shape[0], None)
+    live = b.asarray_like((b.to_numpy(total) > 1e-10 * Y_val.shape[0]).astype(np.float32), total)
+    return b.clip(total, 1e-10 * Y_val.shape[0], None), live
 
 
 def _eigh(matrix, b):
@@ -413,19 +441,28 @@ def _nbytes(array) -> int:
 
 
 class _GemmTimer:
-    """Wall time and flops of the GEMM-bound phases."""
+    """Wall time and flops of the GEMM-bound phases (CUDA is synchronised so that the time is real)."""
 
-    def __init__(self):
+    def __init__(self, synchronize: bool = False):
         self.seconds, self.flops = 0.0, 0
         self._start, self._pending = 0.0, 0
+        self._sync = synchronize
+
+    def _wait(self):
+        if self._sync:
+            import torch
+
+            torch.cuda.synchronize()
 
     def __call__(self, flops: int):
         self._pending = flops
         return self
 
     def __enter__(self):
+        self._wait()
         self._start = time.perf_counter()
 
     def __exit__(self, *exc):
+        self._wait()
         self.seconds += time.perf_counter() - self._start
         self.flops += self._pending

@@ -20,7 +20,7 @@ from himalaya.backend import set_backend
 from himalaya.kernel_ridge import generate_dirichlet_samples
 from tqdm.auto import tqdm
 
-from encoding.ridge.problem import RidgeProblem
+from encoding.ridge.problem import STRATEGIES, RidgeProblem
 
 
 def band_weight_candidates(n_bands: int, n_iter: int, concentration=(0.1, 1.0),
@@ -39,13 +39,13 @@ def band_weight_candidates(n_bands: int, n_iter: int, concentration=(0.1, 1.0),
     Returns
     -------
     ndarray, shape (n_iter, n_bands)
-        Rows on the simplex.
+        Rows on the simplex (a single row for one band).
     """
     if n_iter < 1:
         raise ValueError(f"n_iter must be at least 1, got {n_iter}.")
     first = np.full((1, n_bands), 1.0 / n_bands)
     if n_bands == 1 or n_iter == 1:
-        return np.repeat(first, n_iter if n_bands == 1 else 1, axis=0)[:n_iter]
+        return first  # one band: the only candidate
     set_backend("numpy")
     rest = np.asarray(generate_dirichlet_samples(n_iter - 1, n_bands, list(np.atleast_1d(concentration)),
                                                  random_state))
@@ -108,7 +108,7 @@ def batch_size_for(problem: RidgeProblem, n_vertices: int, n_alphas: int, strate
     budget = memory_gb * 2**30
     factorization = problem.factorization_nbytes(strategy, n_alphas)
     fixed = problem.design_nbytes() + factorization
-    per_vertex = problem.vertex_nbytes(strategy)
+    per_vertex = problem.vertex_nbytes(strategy, n_alphas)
     size = int((budget - fixed) // per_vertex)
     if size < 1:
         need = (fixed + per_vertex * min(n_vertices, 256)) / 2**30
@@ -153,6 +153,8 @@ def fit_banded_ridge(problem: RidgeProblem, Y: np.ndarray, alphas, candidates: n
         raise ValueError(f"candidates must be non-negative, shape (n_candidates, {problem.n_bands}); "
                          f"got {candidates.shape}.")
     n_vertices = Y.shape[1]
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}.")
     if strategy == "auto":
         strategy = problem.choose_strategy(n_vertices, len(alphas))
     size = batch_size_for(problem, n_vertices, len(alphas), strategy, memory_gb)
@@ -190,12 +192,12 @@ def _refit_factorize_task(problem: RidgeProblem, gamma: np.ndarray):
 def _score_task(problem: RidgeProblem, factorization, Y_batch: np.ndarray):
     profile: dict = {}
     scores = problem.cv_scores(factorization, Y_batch, profile)
-    b = set_backend(problem.backend)
+    b = set_backend(problem.backend, on_error="raise")
     return b.to_numpy(scores), profile
 
 
 def _refit_task(problem: RidgeProblem, refit, Y_batch: np.ndarray, alphas: np.ndarray):
-    b = set_backend(problem.backend)
+    b = set_backend(problem.backend, on_error="raise")
     return b.to_numpy(problem.weights(refit, Y_batch, alphas)).astype(np.float32)
 
 
@@ -244,7 +246,11 @@ class _SerialRunner:
 
 class _DaskRunner:
     """The same tasks on a dask.distributed cluster: the design is broadcast once to every worker,
-    each candidate is factorized once, and its factorizations are shared by all vertex batches."""
+    each candidate is factorized once, and its factorizations are shared by all vertex batches.
+
+    ``memory_gb`` bounds each task; a worker holds the factorizations of the candidates whose
+    batches it is running or has queued (dask releases them when their batches are done).
+    """
 
     def __init__(self, client, problem: RidgeProblem):
         self.client = client
@@ -280,8 +286,9 @@ class _DaskRunner:
             if candidate not in refits:
                 refits[candidate] = client.submit(_refit_factorize_task, self.problem, candidates[candidate],
                                                   pure=False)
-            future = client.submit(_refit_task, self.problem, refits[candidate], np.ascontiguousarray(Y[:, vertices]),
-                                   best_alpha[vertices], pure=False)
+            Y_part = client.scatter(np.ascontiguousarray(Y[:, vertices]))
+            future = client.submit(_refit_task, self.problem, refits[candidate], Y_part, best_alpha[vertices],
+                                   pure=False)
             futures[future] = vertices
         coef = np.empty((self.n_features, Y.shape[1]), dtype=np.float32)
         with tqdm(total=len(futures), desc="banded ridge: refit (dask)", disable=not progress) as bar:

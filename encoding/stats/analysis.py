@@ -116,7 +116,7 @@ def run_statistics(model, design, cfg, model_cfg, progress: bool = True) -> Stat
             model, design.X_train, design.Y_train, design.groups, design.X_test, design.Y_test,
             n_permutations=cfg.n_permutations, null=cfg.null, scheme=cfg.scheme, block_length=cfg.block_length,
             metric=cfg.metric, split=cfg.null == "refit" and len(design.bands) > 1,
-            random_state=cfg.random_state, progress=progress,
+            random_state=cfg.random_state, memory_gb=model_cfg.memory_gb, progress=progress,
         )
         results.timings["permutations"] = round(time.perf_counter() - start, 3)
     n_bands = len(design.bands)
@@ -131,8 +131,11 @@ def run_statistics(model, design, cfg, model_cfg, progress: bool = True) -> Stat
                                  cfg.block_length, cfg.random_state)
         from statsmodels.stats.multitest import multipletests
 
-        for values in tests.values():
-            values["p_fdr"] = multipletests(values["p"], method="fdr_bh")[1]
+        for values in tests.values():  # vertices without a p-value (constant responses) stay out of the FDR
+            values["p_fdr"] = np.full_like(values["p"], np.nan)
+            finite = np.isfinite(values["p"])
+            if finite.any():
+                values["p_fdr"][finite] = multipletests(values["p"][finite], method="fdr_bh")[1]
         results.unique_tests = tests
         results.timings["unique_bootstrap"] = round(time.perf_counter() - start, 3)
     elif cfg.partition and n_bands > MAX_PARTITION_SPACES:

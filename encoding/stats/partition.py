@@ -80,9 +80,10 @@ def unique_bootstrap(Y_test: np.ndarray, predictions: Mapping[tuple[str, ...], n
                      ) -> dict[str, dict[str, np.ndarray]]:
     """Block-bootstrap standard errors, intervals and p-values of each space's unique variance.
 
-    A moving-block bootstrap of the test samples (``ceil(n_test / block_length)`` blocks drawn
-    with replacement; the predictions stay fixed). Every sum a replicate's R^2 needs is a sum of
-    block sums, so all replicates come from one matrix product of block counts by block sums.
+    A moving-block bootstrap of the test samples (``n_test // block_length`` blocks and one shorter
+    block drawn with replacement, ``n_test`` samples in all; the predictions stay fixed). Every sum a
+    replicate's R^2 needs is a sum of block sums, so all replicates come from matrix products of
+    block counts by block sums, in chunks of vertices.
 
     Parameters
     ----------
@@ -109,33 +110,44 @@ def unique_bootstrap(Y_test: np.ndarray, predictions: Mapping[tuple[str, ...], n
     Y = np.asarray(Y_test, dtype=np.float64)
     n = len(Y)
     block_length = min(block_length, n)
-    n_starts, n_blocks = n - block_length + 1, int(np.ceil(n / block_length))
+    n_full, tail = divmod(n, block_length)  # full blocks, then one shorter block: n samples exactly
     rng = np.random.default_rng(random_state)
-    counts = np.zeros((n_bootstrap, n_starts))
-    for row in counts:
-        np.add.at(row, rng.integers(0, n_starts, n_blocks), 1.0)
-    length = n_blocks * block_length
+    full_counts = np.zeros((n_bootstrap, n - block_length + 1))
+    tail_counts = np.zeros((n_bootstrap, n - tail + 1)) if tail else None
+    for b in range(n_bootstrap):
+        np.add.at(full_counts[b], rng.integers(0, full_counts.shape[1], n_full), 1.0)
+        if tail:
+            tail_counts[b, rng.integers(0, tail_counts.shape[1])] += 1.0
 
-    def block_sums(values: np.ndarray) -> np.ndarray:  # (n_starts, n_vertices)
+    def resampled_sums(values: np.ndarray) -> np.ndarray:  # (n_bootstrap, n_vertices)
         cumulative = np.concatenate([np.zeros((1, values.shape[1])), np.cumsum(values, axis=0)])
-        return cumulative[block_length:] - cumulative[:-block_length]
+        sums = full_counts @ (cumulative[block_length:] - cumulative[:-block_length])
+        if tail:
+            sums += tail_counts @ (cumulative[tail:] - cumulative[:-tail])
+        return sums
 
-    total = counts @ block_sums(Y)
-    total_squares = counts @ block_sums(Y**2) - total**2 / length
+    out = {space: {key: np.empty(Y.shape[1]) for key in ("estimate", "se", "ci_low", "ci_high", "p")}
+           for space in spaces}
+    chunk = max(1, int(2**27 // (8 * n_bootstrap * 4)))  # about 128 MiB of replicates at a time
+    for first in range(0, Y.shape[1], chunk):
+        columns = slice(first, first + chunk)
+        y = Y[:, columns]
+        total = resampled_sums(y)
+        total_squares = np.maximum(resampled_sums(y**2) - total**2 / n, 1e-12)
 
-    def replicates(model: tuple[str, ...]) -> np.ndarray:  # R^2 of each replicate, (n_bootstrap, n_vertices)
-        residual = counts @ block_sums((Y - predictions[model]) ** 2)
-        return 1.0 - residual / np.maximum(total_squares, 1e-12)
+        def replicates(model: tuple[str, ...]) -> np.ndarray:  # R^2 of each replicate
+            return 1.0 - resampled_sums((y - predictions[model][:, columns]) ** 2) / total_squares
 
-    full = replicates(spaces)
-    out = {}
-    for space in spaces:
-        rest = tuple(s for s in spaces if s != space)
-        values = full - replicates(rest)
-        estimate = r2_score(Y, predictions[spaces]) - r2_score(Y, predictions[rest])
-        se = values.std(axis=0, ddof=1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            p = norm.sf(np.where(se > 0, estimate / se, 0.0))
-        out[space] = dict(estimate=np.asarray(estimate), se=se, ci_low=np.percentile(values, 2.5, axis=0),
-                          ci_high=np.percentile(values, 97.5, axis=0), p=p)
+        full = replicates(spaces)
+        for space in spaces:
+            rest = tuple(s for s in spaces if s != space)
+            values = full - replicates(rest)
+            estimate = r2_score(y, predictions[spaces][:, columns]) - r2_score(y, predictions[rest][:, columns])
+            se = values.std(axis=0, ddof=1)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                p_value = norm.sf(np.where(se > 0, estimate / se, 0.0))
+            result = out[space]
+            result["estimate"][columns], result["se"][columns], result["p"][columns] = estimate, se, p_value
+            result["ci_low"][columns] = np.percentile(values, 2.5, axis=0)
+            result["ci_high"][columns] = np.percentile(values, 97.5, axis=0)
     return out

@@ -2,13 +2,13 @@
 
 Two nulls, both of the test-set score of every vertex:
 
-- ``refit`` (default): the training responses are permuted and the model is refitted, then
-  scored on the untouched test runs; this is the null of the whole fitting procedure. The refit is
-  cheap because the design's eigendecompositions do not depend on the responses
+- ``refit`` (default): the training responses are permuted and the model is refitted with each
+  vertex's band weights and alpha held at the values chosen on the real data, then scored on the
+  untouched test runs (repeating the hyperparameter search per permutation is the naive refit
+  that ``benchmarks/statistics.py`` times). The refit is cheap because the design's eigendecompositions do not depend on the responses
   (:mod:`encoding.ridge`): vertices that chose the same hyperparameters share a test hat matrix
   ``H`` (n_test x n_train), and the refit on permuted responses ``P Y`` predicts ``H P Y``, so a
-  permutation costs one GEMM. The band weights and alpha of each vertex stay those chosen on the
-  real data.
+  permutation costs one GEMM.
 - ``test``: the test responses are permuted against the fixed model's predictions (no refit).
 
 Schemes (within each run): ``blocks`` permutes consecutive blocks of ``block_length`` samples
@@ -18,7 +18,8 @@ autocorrelation; kept to show that it is miscalibrated, ``tests/test_stats.py``)
 
 p-values count the observed permutation among the null (``(1 + #{null >= observed}) / (1 + K)``);
 family-wise error is controlled with the max statistic over vertices (Westfall & Young 1993,
-Nichols & Holmes 2002); false discovery rate with Benjamini-Hochberg or -Yekutieli
+Nichols & Holmes 2002), on the raw score: valid, though vertices with wider nulls weigh more in
+the maximum; false discovery rate with Benjamini-Hochberg or -Yekutieli
 (``statsmodels.stats.multitest``).
 """
 
@@ -72,8 +73,10 @@ def permutation_indices(groups: np.ndarray, scheme: str, block_length: int, rng:
             blocks = [np.arange(start, min(start + block_length, n)) for start in range(0, n, block_length)]
             order = np.concatenate([blocks[i] for i in rng.permutation(len(blocks))])
         else:
-            low = min(block_length, n // 2)
-            order = np.roll(np.arange(n), int(rng.integers(low, n - low + 1)) if n > 1 else 0)
+            if n < 2 * block_length + 1:
+                raise ValueError(f"Run {run} has {n} samples: circular shifts of at least {block_length} need "
+                                 f"at least {2 * block_length + 1}; use a shorter block_length or 'blocks'.")
+            order = np.roll(np.arange(n), int(rng.integers(block_length, n - block_length + 1)))
         indices[members] = members[order]
     return indices
 
@@ -322,14 +325,14 @@ class _RefitNull:
         self.model = model
         self.X_test = np.asarray(X_test, dtype=np.float32)
         self.n_train = self.problem.n_samples
-        keys = np.stack([model.best_candidate_, model.alphas_]).T
+        keys = np.stack([model.best_candidate_, model.alpha_]).T
         unique, inverse = np.unique(keys, axis=0, return_inverse=True)
         self.groups = [(int(c), float(a), np.flatnonzero(inverse.ravel() == i)) for i, (c, a) in enumerate(unique)]
 
     def permutations_per_pass(self, memory_gb: float, split: bool) -> int:
         n_bands = len(self.model.bands) if split else 1
         largest = max(len(v) for _, _, v in self.groups)
-        per_permutation = 4 * n_bands * len(self.X_test) * (self.n_train + 2 * largest)
+        per_permutation = 4 * n_bands * len(self.X_test) * (2 * self.n_train + 2 * largest)  # H copies, outputs
         return int(max(1, min(256, memory_gb * 2**30 // per_permutation)))
 
     def hats(self):

@@ -86,15 +86,18 @@ def methods_paragraph(cfg, design, model, statistics=None, n_vertices: int | Non
                 "permutation (hyperparameters held at their selected values), then scored on the unpermuted test "
                 "runs" if s["null"] == "refit" else "the test responses were permuted " + scheme
                 + " against the fixed model's predictions")
-        correction = {"fwer": "the family-wise error rate with the maximum statistic over vertices",
-                      "fdr_bh": "the false discovery rate (Benjamini-Hochberg)",
-                      "fdr_by": "the false discovery rate (Benjamini-Yekutieli)",
-                      "none": "no correction"}[s["correction"]]
+        correction = {"fwer": f"corrected across {n_vertices} vertices controlling the family-wise error rate with "
+                              f"the maximum statistic over vertices at {s['alpha']:g}",
+                      "fdr_bh": f"corrected across {n_vertices} vertices controlling the false discovery rate "
+                                f"(Benjamini-Hochberg) at {s['alpha']:g}",
+                      "fdr_by": f"corrected across {n_vertices} vertices controlling the false discovery rate "
+                                f"(Benjamini-Yekutieli) at {s['alpha']:g}",
+                      "none": f"thresholded at {s['alpha']:g} without correction for multiple comparisons"
+                      }[s["correction"]]
         text.append(
             f"Statistical significance of the test {s['metric'].upper().replace('R2', 'R²')} was assessed with "
             f"{s['n_permutations']} permutations: {null}. p-values were computed as (1 + number of permutations "
-            f"reaching the observed score) / (1 + {s['n_permutations']}) and corrected across {n_vertices} vertices "
-            f"controlling {correction} at {s['alpha']:g}."
+            f"reaching the observed score) / (1 + {s['n_permutations']}) and {correction}."
         )
     if statistics is not None and statistics.atoms is not None:
         n_models = 2 ** len(design.bands) - 1
@@ -168,6 +171,8 @@ def roi_table(statistics, results, masks: dict[str, np.ndarray]) -> pd.DataFrame
     main = statistics.main
     rows = {}
     for name, mask in masks.items():
+        if not mask.any():
+            continue
         row = {"n_vertices": int(mask.sum()), "test_r2": float(np.nanmean(results.test_r2[mask])),
                "test_r": float(np.nanmean(results.test_r[mask]))}
         if results.cc_norm is not None:
