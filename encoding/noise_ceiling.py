@@ -39,6 +39,24 @@ def explainable_variance(repeats: np.ndarray, bias_correction: bool = True) -> n
     return ev
 
 
+def reliable_vertices(explainable: np.ndarray, threshold: float = 0.1) -> np.ndarray:
+    """Vertex mask of repeatable responses: explainable variance (one presentation) above ``threshold``.
+
+    Parameters
+    ----------
+    explainable : ndarray, shape (n_vertices,)
+        From :func:`explainable_variance`.
+    threshold : float
+        Share of a single presentation's variance (default 0.1, a common choice in voxelwise
+        modelling; NaN counts as unreliable).
+
+    Returns
+    -------
+    ndarray of bool, shape (n_vertices,)
+    """
+    return np.nan_to_num(np.asarray(explainable, dtype=np.float64), nan=-np.inf) > threshold
+
+
 def cc_max(repeats: np.ndarray) -> np.ndarray:
     """Schoppe et al. (2016) maximal correlation with the mean response, per vertex (NaN where no signal power)."""
     repeats = _check(repeats)

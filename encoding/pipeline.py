@@ -23,7 +23,7 @@ from encoding.design import Design, features_on_trs, make_design
 from encoding.features import FeatureCache, FeatureFrames, get_extractor
 from encoding.features.reduction import reduce_space
 from encoding.model import BandedRidgeEncoder
-from encoding.noise_ceiling import cc_norm, explainable_variance
+from encoding.noise_ceiling import cc_norm, explainable_variance, reliable_vertices
 from encoding.scoring import correlation_score, r2_score
 from encoding.simulation import GroundTruth, simulate_experiment
 from encoding.stats import StatisticsResults, run_statistics
@@ -73,7 +73,8 @@ class EncodingResults:
             "cv_score": self.cv_score,
         }
         if self.explainable_variance is not None:
-            arrays.update(explainable_variance=self.explainable_variance, cc_norm=self.cc_norm)
+            arrays.update(explainable_variance=self.explainable_variance, cc_norm=self.cc_norm,
+                          reliable=reliable_vertices(self.explainable_variance))
         return arrays
 
 

@@ -25,11 +25,12 @@ from pathlib import Path
 import numpy as np
 
 from encoding.io import provenance, save_figure, write_arrays, write_json, write_text
+from encoding.noise_ceiling import reliable_vertices
 from encoding.scoring import recovery_metrics
 from encoding.stats.report import methods_paragraph, roi_table, statistics_arrays, statistics_summary, write_table
 
-MAX_BAR_TARGETS = 60  # ROI-level data (this many targets or fewer) get per-target tables and bars
 EV_THRESHOLD = 0.1  # "reliable" vertices: explainable variance of one presentation above this
+MAX_BAR_TARGETS = 60  # ROI-level data (this many targets or fewer) get per-target tables and bars
 
 
 def summarize(run) -> dict:
@@ -75,7 +76,7 @@ def summarize(run) -> dict:
         },
     }
     if res.explainable_variance is not None:
-        reliable = res.explainable_variance > EV_THRESHOLD
+        reliable = reliable_vertices(res.explainable_variance, EV_THRESHOLD)
         summary["noise_ceiling"] = {
             "ev_threshold": EV_THRESHOLD,
             "n_vertices_reliable": int(reliable.sum()),

@@ -25,6 +25,11 @@ def test_explainable_variance_recovers_the_planted_share():
         np.testing.assert_allclose(ev[NOISE == level].mean(), truth[NOISE == level][0], atol=0.02)
     raw = explainable_variance(repeats, bias_correction=False)
     assert (raw > ev).all()  # the correction removes the positive bias of few repeats
+    from encoding.noise_ceiling import reliable_vertices
+
+    mask = reliable_vertices(ev, threshold=0.35)
+    assert mask.dtype == bool and mask[truth >= 0.5].mean() > 0.95 and mask[truth <= 0.2].mean() < 0.05
+    assert not reliable_vertices(np.array([np.nan]))[0]
 
 
 def test_cc_max_and_cc_norm():
