@@ -119,7 +119,7 @@ def test_permutation_test_detects_planted_signal_and_spares_the_rest():
 def calibration_problem():
     """Stimulus features of a simulated experiment and the real resting-state run (no planted signal).
 
-    Returns (design, rest, live vertices), or None without brainspace. ``benchmarks/statistics.py``
+    Returns (design, rest, live vertices), or None without brainspace. ``benchmarks/inference.py``
     runs the same check at full size.
     """
     from encoding.cli import demo_config

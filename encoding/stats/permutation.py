@@ -5,7 +5,7 @@ Two nulls, both of the test-set score of every vertex:
 - ``refit`` (default): the training responses are permuted and the model is refitted with each
   vertex's band weights and alpha held at the values chosen on the real data, then scored on the
   untouched test runs (repeating the hyperparameter search per permutation is the naive refit
-  that ``benchmarks/statistics.py`` times). The refit is cheap because the design's eigendecompositions do not depend on the responses
+  that ``benchmarks/inference.py`` times). The refit is cheap because the design's eigendecompositions do not depend on the responses
   (:mod:`encoding.ridge`): vertices that chose the same hyperparameters share a test hat matrix
   ``H`` (n_test x n_train), and the refit on permuted responses ``P Y`` predicts ``H P Y``, so a
   permutation costs one GEMM.
@@ -213,7 +213,7 @@ def permutation_test(model, X_train: np.ndarray, Y_train: np.ndarray, groups: np
         refit = _RefitNull(model, X_train, groups, X_test)
         chunk = refit.permutations_per_pass(memory_gb, split)
         bar = tqdm(total=len(refit.groups), desc="permutations (refit null, vertex groups)", disable=not progress)
-        for vertices, hat in refit.hats():
+        for vertices, hat in refit.hats(split):
             Y_group = Y_train[:, vertices]
             group_scorer = _Scorer(Y_test[:, vertices], metric)
             for first in range(0, n_permutations, chunk):
@@ -335,15 +335,17 @@ class _RefitNull:
         per_permutation = 4 * n_bands * len(self.X_test) * (2 * self.n_train + 2 * largest)  # H copies, outputs
         return int(max(1, min(256, memory_gb * 2**30 // per_permutation)))
 
-    def hats(self):
-        """(vertices, test hat matrices of shape (n_bands, n_test, n_train)) per vertex group."""
+    def hats(self, split: bool = True):
+        """(vertices, test hat matrices of shape (n_bands, n_test, n_train)) per vertex group; without
+        ``split``, one matrix for the whole prediction, shape (1, n_test, n_train)."""
         current, full = None, None
         for candidate, alpha, vertices in self.groups:
             if candidate != current:
                 current, full = candidate, self.problem.factorize_full(self.model.candidates_[candidate])
                 maps = np.stack([self.X_test[:, cols] @ full.weight_map[cols] for cols in self.model.bands.values()])
             scaled = full.components / (full.eigenvalues + np.float32(alpha))[None, :]  # A diag(1/(lam+alpha))
-            yield vertices, maps @ scaled.T  # (n_bands, n_test, n_train)
+            hat = maps @ scaled.T  # (n_bands, n_test, n_train)
+            yield vertices, hat if split else hat.sum(axis=0, keepdims=True)
 
     @staticmethod
     def predictions(hat: np.ndarray, orders: np.ndarray, Y: np.ndarray) -> np.ndarray:

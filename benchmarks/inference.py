@@ -1,10 +1,10 @@
 """Statistics at full size: refit-under-permutation cost, null calibration on real noise, Alice group table.
 
-    .venv/bin/python benchmarks/statistics.py                       # all three parts
-    .venv/bin/python benchmarks/statistics.py --parts cost          # one part
+    .venv/bin/python benchmarks/inference.py                       # all three parts
+    .venv/bin/python benchmarks/inference.py --parts cost          # one part
 
 - ``cost``: a 10,000-vertex banded ridge fit (6 runs x 210 TRs, 3 bands x 64 features x 4 delays,
-  160 test TRs, 20 candidates x 21 alphas); the per-permutation time of the fast refit null
+  420 test TRs, 20 candidates x 21 alphas); the per-permutation time of the fast refit null
   (hat matrices shared by vertices, one GEMM per batch of permutations) against a naive refit
   (the whole search again on permuted responses), measured in the same run, and the time of
   1,000 permutations with split-R^2 nulls.
