@@ -94,6 +94,8 @@ def calibration(n_repetitions: int, n_vertices: int = 300, n_permutations: int =
 
 
 def alice_table() -> None:
+    import pandas as pd
+
     from encoding.datasets import alice
     from encoding.stats import roi_mixed_model, sign_flip_test
 
@@ -102,8 +104,8 @@ def alice_table() -> None:
     flips = sign_flip_test(r.to_numpy())
     long = r.reset_index(names="subject").melt(id_vars="subject", var_name="roi", value_name="value")
     table = roi_mixed_model(long)
-    table["sign_flip_p"] = flips.p_values
-    table["sign_flip_p_fwer"] = flips.p_fwer
+    table["sign_flip_p"] = pd.Series(flips.p_values, index=r.columns)  # align by ROI name
+    table["sign_flip_p_fwer"] = pd.Series(flips.p_fwer, index=r.columns)
     print(f"\n## Alice (Brennan et al. 2016): {len(r)} subjects, held-out r per ROI\n")
     columns = ["mean", "estimate", "ci_low", "ci_high", "p", "cohen_d", "d_ci_low", "d_ci_high", "sign_flip_p",
                "sign_flip_p_fwer"]

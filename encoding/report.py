@@ -183,7 +183,7 @@ def make_figures(run, out: Path) -> dict[str, str]:
                                        f"{statistics.settings['alpha']:g}, negatives shown as 0)", "R²", "viridis")
     for key, (values, title, label, cmap) in maps.items():
         top = float(np.nanmax(values)) if key == "planted_share" else vmax
-        shown = None if key == "planted_share" else (1e-6 if key.startswith(("significant", "unique")) else thr)
+        shown = None if key in ("planted_share", "significant_r2") or key.startswith("unique") else thr
         if key.startswith("unique"):
             top = max(float(np.nanpercentile(values, 99.9)), 1e-3)
         fig = plot_surface_map(values, title, threshold=shown, vmax=top, cmap=cmap, label=label)

@@ -31,7 +31,8 @@ class StatisticsResults:
     atoms : dict of tuple to ndarray or None
         Raw unique (one space) and shared (several) variance, shape (n_vertices,) each.
     unique_tests : dict of str to dict or None
-        Per space: bootstrap ``ci_low``, ``ci_high``, ``p`` and FDR-adjusted ``p_fdr`` of its unique variance.
+        Per space: bootstrap ``ci_low``, ``ci_high``, ``p`` of its unique variance, and ``p_fdr``
+        adjusted over the vertices where the full model is significant (NaN elsewhere).
     notes : list of str
         What was skipped and why.
     timings : dict
@@ -131,11 +132,15 @@ def run_statistics(model, design, cfg, model_cfg, progress: bool = True) -> Stat
                                  cfg.block_length, cfg.random_state)
         from statsmodels.stats.multitest import multipletests
 
-        for values in tests.values():  # vertices without a p-value (constant responses) stay out of the FDR
+        # unique variance is tested where the full model predicts significantly (a hierarchical
+        # procedure: elsewhere there is no explained variance to partition); vertices without a
+        # p-value (constant responses) stay out of the FDR too
+        tested = results.significant() if results.permutation is not None else np.ones(design.Y_test.shape[1], bool)
+        for values in tests.values():
             values["p_fdr"] = np.full_like(values["p"], np.nan)
-            finite = np.isfinite(values["p"])
-            if finite.any():
-                values["p_fdr"][finite] = multipletests(values["p"][finite], method="fdr_bh")[1]
+            keep = tested & np.isfinite(values["p"])
+            if keep.any():
+                values["p_fdr"][keep] = multipletests(values["p"][keep], method="fdr_bh")[1]
         results.unique_tests = tests
         results.timings["unique_bootstrap"] = round(time.perf_counter() - start, 3)
     elif cfg.partition and n_bands > MAX_PARTITION_SPACES:

@@ -60,8 +60,8 @@ def methods_paragraph(cfg, design, model, statistics=None, n_vertices: int | Non
     repeats = design.Y_test_repeats.shape[0] if design.Y_test_repeats is not None else None
     text = [
         f"Responses were modelled with banded ridge regression (brain2music), one regularisation strength per "
-        f"feature space and vertex. The {len(spaces)} feature space{'s' if len(spaces) > 1 else ''} "
-        f"({_join(spaces)}) were z-scored within runs and delayed by {delay_text} (finite impulse response), "
+        f"feature space and vertex. The {len(spaces)} feature space{'s' if len(spaces) > 1 else ''}"
+        f", {_join(spaces)}, were z-scored within runs and delayed by {delay_text} (a finite impulse response model), "
         f"giving {design.X_train.shape[1]} regressors. Hyperparameters were selected for each vertex by "
         f"leave-one-run-out cross-validation over the {n_runs} training runs ({design.X_train.shape[0]} volumes): "
         f"{len(model.candidates_)} band-weight candidates on the simplex (equal weights, then Dirichlet samples with "
@@ -108,8 +108,9 @@ def methods_paragraph(cfg, design, model, statistics=None, n_vertices: int | Non
             f"was obtained from their test R\u00b2 by set theory (inclusion-exclusion); negative estimates were kept "
             f"in tables and set to zero in maps. Unique variance was tested against zero (one-sided z-test with the "
             f"standard error of a moving-block bootstrap of the test volumes, {statistics.settings['n_bootstrap']} "
-            f"resamples, blocks of {statistics.settings['block_length']} volumes), FDR-corrected "
-            f"(Benjamini-Hochberg) across vertices."
+            f"resamples, blocks of {statistics.settings['block_length']} volumes) within the vertices where the full "
+            f"model was significant" + (" (or all vertices without a permutation test)" if statistics.main is None
+                                         else "") + ", FDR-corrected (Benjamini-Hochberg)."
         )
     return " ".join(text)
 
