@@ -148,14 +148,20 @@ def build_design(experiment: Experiment, features: Mapping[str, Mapping[str, Fea
     return make_design(experiment, tr_features, cfg.delays)
 
 
+def make_encoder(bands: Mapping[str, slice], cfg: ModelConfig, progress: bool = True,
+                 n_iter: int | None = None) -> BandedRidgeEncoder:
+    """The (unfitted) estimator ``cfg`` describes, for ``bands``; ``n_iter`` overrides ``cfg.n_iter``."""
+    return BandedRidgeEncoder(
+        bands=bands, alphas=cfg.alphas, n_iter=cfg.n_iter if n_iter is None else n_iter,
+        concentration=cfg.concentration, form=cfg.form, strategy=cfg.strategy, backend=cfg.backend,
+        memory_gb=cfg.memory_gb, scheduler=cfg.scheduler or None, random_state=cfg.random_state,
+        progress_bar=progress,
+    )
+
+
 def fit_model(design: Design, cfg: ModelConfig, progress: bool = True) -> BandedRidgeEncoder:
     """Step 4: banded ridge, leave-one-run-out over the training runs."""
-    model = BandedRidgeEncoder(
-        bands=design.bands, alphas=cfg.alphas, n_iter=cfg.n_iter, concentration=cfg.concentration,
-        form=cfg.form, strategy=cfg.strategy, backend=cfg.backend, memory_gb=cfg.memory_gb, scheduler=cfg.scheduler or None,
-        random_state=cfg.random_state, progress_bar=progress,
-    )
-    return model.fit(design.X_train, design.Y_train, design.groups)
+    return make_encoder(design.bands, cfg, progress).fit(design.X_train, design.Y_train, design.groups)
 
 
 def score_model(model: BandedRidgeEncoder, design: Design) -> EncodingResults:

@@ -81,7 +81,7 @@ def fit_subset_models(design, model_cfg, progress: bool = True, full_model=None)
     scores : dict of tuple of str to ndarray, shape (n_vertices,)
     predictions : dict of tuple of str to ndarray, shape (n_test, n_vertices)
     """
-    from encoding.model import BandedRidgeEncoder
+    from encoding.pipeline import make_encoder  # the pipeline runs this module: import when called
 
     names = list(design.bands)
     scores, predictions = {}, {}
@@ -96,12 +96,8 @@ def fit_subset_models(design, model_cfg, progress: bool = True, full_model=None)
             width = design.bands[s].stop - design.bands[s].start
             bands[s] = slice(start, start + width)
             start += width
-        model = BandedRidgeEncoder(
-            bands, alphas=model_cfg.alphas, n_iter=subset_n_iter(model_cfg.n_iter, len(subset), len(names)),
-            concentration=model_cfg.concentration, form=model_cfg.form, strategy=model_cfg.strategy,
-            backend=model_cfg.backend, memory_gb=model_cfg.memory_gb, scheduler=model_cfg.scheduler or None,
-            random_state=model_cfg.random_state, progress_bar=progress,
-        ).fit(design.X_train[:, columns], design.Y_train, design.groups)
+        model = make_encoder(bands, model_cfg, progress, subset_n_iter(model_cfg.n_iter, len(subset), len(names)))
+        model.fit(design.X_train[:, columns], design.Y_train, design.groups)
         predictions[subset] = model.predict(design.X_test[:, columns])
         scores[subset] = r2_score(design.Y_test, predictions[subset])
     return scores, predictions

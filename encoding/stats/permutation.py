@@ -28,8 +28,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from himalaya.backend import set_backend
-from himalaya.scoring import r2_score_split
 from statsmodels.stats.multitest import multipletests
 from tqdm.auto import tqdm
 
@@ -198,7 +196,7 @@ def permutation_test(model, X_train: np.ndarray, Y_train: np.ndarray, groups: np
     scorer = _Scorer(Y_test, metric)
     observed = [scorer(model.predict(X_test))]
     if split:
-        observed += list(_split_r2(Y_test, model.predict(X_test, split=True)))
+        observed += list(model.score_split(X_test, Y_test))
     accumulators = [_NullAccumulator(o, n_permutations) for o in observed]
 
     if null == "test":
@@ -245,7 +243,9 @@ def _check_centred_runs(Y: np.ndarray, groups: np.ndarray) -> None:
 
 
 class _Scorer:
-    """R^2 or Pearson r of many predictions against fixed responses."""
+    """R^2 or Pearson r (as ``encoding.scoring``) of many predictions against fixed responses: the
+    responses' centring and sum of squares are computed once, and floored so that a constant vertex
+    scores very low instead of NaN (NaN would compare as never exceeded by the null)."""
 
     def __init__(self, Y: np.ndarray, metric: str):
         self.metric = metric
@@ -261,15 +261,9 @@ class _Scorer:
         return np.einsum("ij,ij->j", self.centred, centred) / norm
 
 
-def _split_r2(Y: np.ndarray, split_prediction: np.ndarray) -> np.ndarray:
-    """himalaya's ``r2_score_split`` of the centred responses, shape (n_bands, n_vertices)."""
-    set_backend("numpy")
-    Y = Y - Y.mean(axis=0)
-    return np.asarray(r2_score_split(Y, split_prediction), dtype=np.float32)
-
-
 def _split_r2_batch(Y: np.ndarray, predictions: np.ndarray) -> np.ndarray:
-    """:func:`_split_r2` of many predictions at once, shape (n_predictions, n_bands, n_vertices).
+    """himalaya's ``r2_score_split`` of the centred responses (as ``BandedRidgeEncoder.score_split``)
+    for many predictions at once, shape (n_predictions, n_bands, n_vertices).
 
     The same decomposition, vectorised: with ``y`` centred and ``P = sum_b p_b``,
     ``share_b = (2 y . p_b - p_b . P) / ||y||^2``, and the shares sum to ``1 - ||y - P||^2 / ||y||^2``.
