@@ -13,8 +13,9 @@ def demo_config(quick: bool = False, seed: int = 0):
     """The demo's configuration: the simulated experiment with the default pipeline.
 
     ``quick`` shrinks the experiment (4 training runs of 16 clips, 12 test clips x 3 repeats), the
-    band-weight search (10 candidates) and the permutation test (100 permutations, 200 bootstrap
-    resamples) so the demo runs in under two minutes on 2 cores; the full demo uses 500
+    search (10 band-weight candidates, 11 alphas: one per decade) and the permutation test (100
+    permutations, 200 bootstrap resamples) so the demo runs in under two minutes on 2 cores, first
+    run included; the full demo uses 500
     permutations (a 0.002 p-value resolution) to stay under ten.
     """
     from encoding.config import PipelineConfig
@@ -26,6 +27,7 @@ def demo_config(quick: bool = False, seed: int = 0):
     if quick:
         sim.n_train_runs, sim.clips_per_run, sim.n_test_clips, sim.n_test_repeats = 4, 16, 12, 3
         config.model.n_iter = 10
+        config.model.n_alphas = 11
         config.statistics.n_permutations = 100
         config.statistics.n_bootstrap = 200
     else:
