@@ -12,7 +12,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from machine import machine_info  # noqa: E402
 
-from encoding.datasets import alice  # noqa: E402
+from encoding.studies import alice  # noqa: E402
 
 root = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parents[1] / ".." / "shared" / "data" / "alice-brennan2016")
 print(machine_info(), "\n")

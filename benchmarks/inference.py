@@ -96,7 +96,7 @@ def calibration(n_repetitions: int, n_vertices: int = 300, n_permutations: int =
 def alice_table() -> None:
     import pandas as pd
 
-    from encoding.datasets import alice
+    from encoding.studies import alice
     from encoding.stats import roi_mixed_model, sign_flip_test
 
     root = Path(__file__).parents[1] / ".." / "shared" / "data" / "alice-brennan2016"

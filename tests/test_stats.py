@@ -297,7 +297,7 @@ def test_mixed_model_recovers_roi_effects():
 @pytest.mark.skipif(not ALICE.is_dir(), reason="../shared/data/alice-brennan2016 is absent (real data for validation)")
 def test_alice_group_statistics_reproduce_the_temporal_lobe_effect():
     """Brennan et al. 2016: sound power and word rate predict the left posterior temporal lobe across subjects."""
-    from encoding.datasets import alice
+    from encoding.studies import alice
 
     r = alice.held_out_correlations(ALICE)
     flips = sign_flip_test(r.to_numpy())

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from encoding.config import PipelineConfig
-from encoding.datasets import alice
+from encoding.studies import alice
 from encoding.datasets.tables import TablesConfig, load_tables, read_matrix
 from encoding.preprocessing import median_detrend, polynomial_detrend, regress_out
 
