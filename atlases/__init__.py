@@ -1,7 +1,16 @@
-"""Surfaces, regions of interest and surface maps (fsaverage5 through nilearn)."""
+"""Surfaces, regions of interest and surface maps (fsaverage5 through nilearn).
 
-from atlases.plotting import plot_surface_map
-from atlases.rois import AUDITORY_LANDMARKS, auditory_rois
-from atlases.surface import coordinates, load_fsaverage5
+The names below are imported on first use, so ``import atlases.rois`` loads no plotting library.
+"""
 
-__all__ = ["AUDITORY_LANDMARKS", "auditory_rois", "coordinates", "load_fsaverage5", "plot_surface_map"]
+from importlib import import_module
+
+_PUBLIC = {"plot_surface_map": "atlases.plotting", "AUDITORY_LANDMARKS": "atlases.rois",
+           "auditory_rois": "atlases.rois", "coordinates": "atlases.surface", "load_fsaverage5": "atlases.surface"}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        return getattr(import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'atlases' has no attribute {name!r}")

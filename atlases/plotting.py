@@ -1,17 +1,19 @@
-"""Surface maps on the inflated fsaverage5: both hemispheres, lateral and medial views."""
+"""Surface maps on the inflated fsaverage5: both hemispheres, lateral and medial views.
+
+Figures are :class:`matplotlib.figure.Figure` objects made without pyplot, so drawing works headless
+and changes no global matplotlib state (no backend switch); save them with
+:func:`encoding.io.save_figure` or ``fig.savefig``, or show them in a notebook.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import matplotlib
-
-matplotlib.use("Agg")  # headless by default; notebooks switch back with %matplotlib inline
-
-import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import ListedColormap, Normalize
+from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from atlases.surface import HEMIS, hemisphere_slices, load_fsaverage5, sulcal_depth
@@ -27,7 +29,7 @@ def plot_surface_map(
     vmax: float | None = None,
     cmap: str = "inferno",
     label: str = "",
-) -> plt.Figure:
+) -> Figure:
     """Plot a non-negative vertex map on the inflated fsaverage5.
 
     Parameters
@@ -77,7 +79,7 @@ def plot_surface_map(
     return fig
 
 
-def plot_surface_labels(labels: np.ndarray, names: Sequence[str], title: str) -> plt.Figure:
+def plot_surface_labels(labels: np.ndarray, names: Sequence[str], title: str) -> Figure:
     """Plot a categorical vertex map (e.g. the best feature space per vertex).
 
     Parameters
@@ -99,7 +101,7 @@ def plot_surface_labels(labels: np.ndarray, names: Sequence[str], title: str) ->
         raise ValueError(f"Expected one label per fsaverage5 vertex (20484,), got shape {labels.shape}.")
     if labels.min() < 0 or labels.max() > len(names):
         raise ValueError(f"Labels must lie in 0..{len(names)} (0: not shown).")
-    colors = plt.get_cmap("tab10").colors[: len(names)]
+    colors = matplotlib.colormaps["tab10"].colors[: len(names)]
     cmap = ListedColormap(colors)
     fig = _four_views(
         lambda ax, hemi, view, part, mesh, sulc: plot_surf_roi(
@@ -115,11 +117,11 @@ def plot_surface_labels(labels: np.ndarray, names: Sequence[str], title: str) ->
     return fig
 
 
-def _four_views(draw) -> plt.Figure:
+def _four_views(draw) -> Figure:
     """A figure with left/right x lateral/medial inflated views; ``draw(ax, hemi, view, part, mesh, sulc)`` fills each."""
     mesh = load_fsaverage5()["inflated"]
     sulc = sulcal_depth()
-    fig = plt.figure(figsize=(10, 6.2))
+    fig = Figure(figsize=(10, 6.2))
     for row, view in enumerate(VIEWS):
         for col, hemi in enumerate(HEMIS):
             ax = fig.add_axes([0.0 + col * 0.44, 0.46 - row * 0.45, 0.44, 0.46], projection="3d")

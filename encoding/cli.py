@@ -1,83 +1,71 @@
-"""The ``brain2music`` command line."""
+"""The ``brain2music`` command line.
+
+Exit status: 0 on success; 2 for a mistake in the input (a :class:`~encoding.errors.UserError`:
+one line naming the file, key or value and what to do); 130 when interrupted (one line saying
+what was kept); 1 for a bug (a traceback and a request to report it).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from pathlib import Path
 
 from encoding import __version__
+from encoding.errors import UserError
 
 
-def demo_config(quick: bool = False, seed: int = 0):
-    """The demo's configuration: the simulated experiment with the default pipeline.
-
-    ``quick`` shrinks the experiment (4 training runs of 16 clips, 12 test clips x 3 repeats), the
-    search (10 band-weight candidates, 11 alphas: one per decade) and the permutation test (100
-    permutations, 200 bootstrap resamples) so the demo runs in under two minutes on 2 cores, first
-    run included; the full demo uses 500
-    permutations (a 0.002 p-value resolution) to stay under ten.
-    """
-    from encoding.config import PipelineConfig
-
-    config = PipelineConfig()
-    sim = config.data.simulation
-    sim.seed = seed
-    config.model.random_state = seed
-    if quick:
-        sim.n_train_runs, sim.clips_per_run, sim.n_test_clips, sim.n_test_repeats = 4, 16, 12, 3
-        config.model.n_iter = 10
-        config.model.n_alphas = 11
-        config.statistics.n_permutations = 100
-        config.statistics.n_bootstrap = 200
-    else:
-        config.statistics.n_permutations = 500
-    return config
-
-
-def _demo(args: argparse.Namespace) -> int:
+def _demo(args: argparse.Namespace):
+    from encoding.config import demo_config
     from encoding.pipeline import run_pipeline
 
-    run = run_pipeline(demo_config(args.quick, args.seed), args.out, progress=not args.no_progress)
-    _print_done(args.out, run)
-    return 0
+    config = demo_config(args.quick, args.seed)
+    return config, lambda: (run_pipeline(config, args.out, progress=not args.no_progress), _print_done(args.out))
 
 
-def _fit(args: argparse.Namespace) -> int:
+def _fit(args: argparse.Namespace):
     from encoding.config import PipelineConfig
     from encoding.pipeline import run_pipeline
 
     config = PipelineConfig.from_toml(args.config)
-    run = run_pipeline(config, args.out, progress=not args.no_progress)
-    _print_done(args.out, run)
-    return 0
+    return config, lambda: (run_pipeline(config, args.out, progress=not args.no_progress), _print_done(args.out))
 
 
-def _sweep(args: argparse.Namespace) -> int:
+def _sweep(args: argparse.Namespace):
     from encoding.config import PipelineConfig
-    from encoding.sweep import run_sweep, write_sweep
+    from encoding.errors import ConfigError
+    from encoding.sweep import run_sweep
 
     config = PipelineConfig.from_toml(args.config)
     if not config.sweep.space or not config.sweep.values:
-        raise ValueError(f"{args.config}: [sweep] needs a space and values to sweep.")
-    results, experiment = run_sweep(config, progress=not args.no_progress)
-    summary = write_sweep(results, experiment, config, args.out)
-    print(f"Wrote {args.out}/: sweep.md, sweep.json, sweep.npz, figures/")
-    for value, row in summary["values"].items():
-        print(f"{config.sweep.parameter}={value}: best at {row['n_vertices_best']} vertices")
-    return 0
+        raise ConfigError(f"{args.config}: [sweep] needs a space and values to sweep, e.g. space = \"musicnn\", "
+                          "parameter = \"layer\", values = [\"cnn1\", \"penultimate\"].")
+
+    def work():
+        import json
+
+        run_sweep(config, args.out, progress=not args.no_progress)
+        summary = json.loads((args.out / "sweep.json").read_text())
+        print(f"Wrote {args.out}/: sweep.md, sweep.json, sweep.npz, figures/")
+        for value, row in summary["values"].items():
+            print(f"{config.sweep.parameter}={value}: best at {row['n_vertices_best']} vertices")
+
+    return config, work
 
 
-def _spaces(args: argparse.Namespace) -> int:
+def _spaces(args: argparse.Namespace):
     from encoding.features import available_spaces, get_extractor
 
-    for name in available_spaces():
-        params = ", ".join(f"{k}={v!r}" for k, v in get_extractor(name).get_params().items())
-        print(f"{name:12s} {params}")
-    return 0
+    def work():
+        for name in available_spaces():
+            params = ", ".join(f"{k}={v!r}" for k, v in get_extractor(name).get_params().items())
+            print(f"{name:12s} {params}")
+
+    return None, work
 
 
-def _print_done(out: Path, run) -> None:
+def _print_done(out: Path) -> None:
     import json
 
     summary = json.loads((Path(out) / "summary.json").read_text())
@@ -87,6 +75,19 @@ def _print_done(out: Path, run) -> None:
         accuracy = "n/a" if r["band_accuracy"] is None else f"{r['band_accuracy']:.3f}"
         print(f"recovery: AUC {r['auc']:.3f}, band accuracy {accuracy}")
     print(f"time: {summary['timings_s']['total']:.1f} s")
+
+
+def interrupted_message(config, out: Path | None) -> str:
+    """The line printed after Ctrl-C: what was kept and how to resume."""
+    parts = []
+    if out is not None:
+        kept = " (the earlier run there is untouched)" if (Path(out) / "summary.json").exists() else ""
+        parts.append(f"nothing was written to {out}{kept}")
+    if config is not None and config.model.cache:
+        parts.append(f"finished fit batches are kept in {config.model.cache}: run the same command again to resume")
+    if config is not None and config.features.cache:
+        parts.append(f"extracted features are kept in {config.features.cache}")
+    return "brain2music: interrupted; " + ("; ".join(parts) if parts else "nothing was written") + "."
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,11 +126,22 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``brain2music`` console script."""
     args = build_parser().parse_args(argv)
+    config = None
     try:
-        return args.func(args)
-    except (ValueError, FileNotFoundError, KeyError, ImportError) as err:
+        config, work = args.func(args)
+        work()
+        return 0
+    except UserError as err:
         print(f"brain2music: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(interrupted_message(config, getattr(args, "out", None)), file=sys.stderr)
+        return 130
+    except Exception:
+        traceback.print_exc()
+        print(f"brain2music {__version__}: this is a bug, not a mistake in your input. Please report it on the "
+              "project's issue tracker with the command, the config and the traceback above.", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

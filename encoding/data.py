@@ -17,6 +17,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from encoding.errors import DataError
+
 EVENT_COLUMNS = ("clip_id", "onset", "duration")
 ROLES = ("train", "test")
 
@@ -43,20 +45,20 @@ class ClipSet:
 
     def __post_init__(self) -> None:
         if self.sample_rate <= 0:
-            raise ValueError(f"sample_rate must be positive, got {self.sample_rate}.")
+            raise DataError(f"sample_rate must be positive, got {self.sample_rate}.")
         if not self.table.index.is_unique:
             dup = self.table.index[self.table.index.duplicated()].unique().tolist()[:5]
-            raise ValueError(f"Clip table has duplicated clip ids, e.g. {dup}.")
+            raise DataError(f"Clip table has duplicated clip ids, e.g. {dup}.")
         missing = [cid for cid in self.table.index if cid not in self.audio]
         if missing and self.audio:
-            raise ValueError(
+            raise DataError(
                 f"{len(missing)} clips of the clip table have no audio, e.g. {missing[:5]}. "
                 "Give a waveform for every clip id."
             )
         for cid in self.audio:
             wave = np.asarray(self.audio[cid])
             if wave.ndim != 1 or wave.size == 0:
-                raise ValueError(
+                raise DataError(
                     f"Audio of clip {cid!r} must be a non-empty mono waveform (1-D); "
                     f"got shape {wave.shape}. Average the channels of stereo audio first."
                 )
@@ -121,41 +123,41 @@ class Run:
         self.responses = np.asarray(self.responses, dtype=np.float32)
         where = f"Run {self.run_id!r}"
         if self.responses.ndim != 2:
-            raise ValueError(
+            raise DataError(
                 f"{where}: responses must be 2-D (n_trs, n_vertices), got shape {self.responses.shape}."
             )
         if self.responses.shape[0] == 0 or self.responses.shape[1] == 0:
-            raise ValueError(f"{where}: responses are empty, shape {self.responses.shape}.")
+            raise DataError(f"{where}: responses are empty, shape {self.responses.shape}.")
         if not np.isfinite(self.responses).all():
             bad = np.flatnonzero(~np.isfinite(self.responses).all(axis=0))
-            raise ValueError(
+            raise DataError(
                 f"{where}: {bad.size} vertices hold NaN or inf values (first: {bad[:5].tolist()}). "
                 "Mask or interpolate them before building the experiment."
             )
         if not self.tr > 0:
-            raise ValueError(f"{where}: tr must be a positive number of seconds, got {self.tr}.")
+            raise DataError(f"{where}: tr must be a positive number of seconds, got {self.tr}.")
         if self.role not in ROLES:
-            raise ValueError(f"{where}: role must be one of {ROLES}, got {self.role!r}.")
+            raise DataError(f"{where}: role must be one of {ROLES}, got {self.role!r}.")
         missing = [c for c in EVENT_COLUMNS if c not in self.events.columns]
         if missing:
-            raise ValueError(f"{where}: events lack the columns {missing}; they need {list(EVENT_COLUMNS)}.")
+            raise DataError(f"{where}: events lack the columns {missing}; they need {list(EVENT_COLUMNS)}.")
         self.events = self.events.reset_index(drop=True).astype({"clip_id": str})
         for name, values in list(self.regressors.items()):
             values = np.asarray(values, dtype=np.float32)
             values = values[:, None] if values.ndim == 1 else values
             if values.ndim != 2 or values.shape[0] != self.n_trs:
-                raise ValueError(
+                raise DataError(
                     f"{where}: regressor {name!r} has shape {values.shape}; it needs one row per volume "
                     f"({self.n_trs})."
                 )
             if not np.isfinite(values).all():
-                raise ValueError(f"{where}: regressor {name!r} contains NaN or inf values.")
+                raise DataError(f"{where}: regressor {name!r} contains NaN or inf values.")
             self.regressors[name] = values
         if (self.events["onset"] < 0).any() or (self.events["duration"] <= 0).any():
-            raise ValueError(f"{where}: event onsets must be >= 0 and durations > 0 seconds.")
+            raise DataError(f"{where}: event onsets must be >= 0 and durations > 0 seconds.")
         end = float((self.events["onset"] + self.events["duration"]).max())
         if end > self.duration + self.tr:
-            raise ValueError(
+            raise DataError(
                 f"{where}: events end at {end:.1f} s but the run lasts {self.duration:.1f} s "
                 f"({self.n_trs} volumes x TR {self.tr} s). Check the TR and the event onsets."
             )
@@ -175,12 +177,12 @@ class Run:
             length = int(np.ceil((float((ev["onset"] + ev["duration"]).max()) - first) / self.tr - 1e-9))
             pattern = (list(ev["clip_id"]), list(np.round(ev["onset"] - first, 3)), length)
             if reference is not None and pattern != reference:
-                raise ValueError(
+                raise DataError(
                     f"Run {self.run_id!r}: repeat {rep:g} does not present the same clips at the same "
                     "relative onsets as repeat 0; check the events' 'repeat' column."
                 )
             if start + length > self.n_trs:
-                raise ValueError(f"Run {self.run_id!r}: repeat {rep:g} runs past the last volume.")
+                raise DataError(f"Run {self.run_id!r}: repeat {rep:g} runs past the last volume.")
             reference = pattern
             segments.append(slice(start, start + length))
         return segments
@@ -228,26 +230,26 @@ class Experiment:
 
     def __post_init__(self) -> None:
         if not self.runs:
-            raise ValueError(f"Experiment {self.subject!r} has no runs.")
+            raise DataError(f"Experiment {self.subject!r} has no runs.")
         ids = [r.run_id for r in self.runs]
         if len(set(ids)) != len(ids):
-            raise ValueError(f"Experiment {self.subject!r}: run ids are not unique: {ids}.")
+            raise DataError(f"Experiment {self.subject!r}: run ids are not unique: {ids}.")
         n_vertices = {r.run_id: r.n_vertices for r in self.runs}
         if len(set(n_vertices.values())) > 1:
-            raise ValueError(f"Runs have different numbers of vertices: {n_vertices}.")
+            raise DataError(f"Runs have different numbers of vertices: {n_vertices}.")
         trs = {r.run_id: r.tr for r in self.runs}
         if len(set(trs.values())) > 1:
-            raise ValueError(f"Runs have different TRs (s): {trs}. Resample them to one TR first.")
+            raise DataError(f"Runs have different TRs (s): {trs}. Resample them to one TR first.")
         known = set(self.clips.table.index)
         for run in self.runs:
             unknown = sorted(set(run.events["clip_id"]) - known)
             if unknown:
-                raise ValueError(
+                raise DataError(
                     f"Run {run.run_id!r} plays clips missing from the clip table: {unknown[:5]}"
                     f"{' ...' if len(unknown) > 5 else ''}."
                 )
         if not self.train_runs:
-            raise ValueError(f"Experiment {self.subject!r} has no training runs (role='train').")
+            raise DataError(f"Experiment {self.subject!r} has no training runs (role='train').")
         for repeat_id, runs in self.repeat_groups().items():
             first = runs[0]
             for other in runs[1:]:
@@ -255,7 +257,7 @@ class Experiment:
                     other.events[list(EVENT_COLUMNS)]
                 )
                 if not same:
-                    raise ValueError(
+                    raise DataError(
                         f"Test runs {first.run_id!r} and {other.run_id!r} share repeat_id {repeat_id!r} "
                         "but differ in length or stimulus schedule; repeats must be identical."
                     )

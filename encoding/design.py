@@ -18,11 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from encoding.config import DEFAULT_DELAYS
 from encoding.data import Experiment, Run
 from encoding.features.base import FeatureFrames
-
-DEFAULT_DELAYS = (1, 2, 3, 4)
-
+from encoding.errors import DataError
 
 @dataclass
 class Design:
@@ -98,7 +97,7 @@ def align_to_trs(frames: Mapping[str, FeatureFrames], events: pd.DataFrame, n_tr
     for clip_id, onset, duration in events[["clip_id", "onset", "duration"]].itertuples(index=False):
         f = frames[clip_id]
         if f.n_dims != n_dims:
-            raise ValueError(f"Clip {clip_id!r} has {f.n_dims} feature dimensions, others {n_dims}.")
+            raise DataError(f"Clip {clip_id!r} has {f.n_dims} feature dimensions, others {n_dims}.")
         first = int(np.floor(onset / tr))
         last = min(n_trs, int(np.ceil((onset + duration) / tr)))
         if last <= first:
@@ -132,7 +131,7 @@ def features_on_trs(
     for space, frames in features.items():
         missing = sorted({c for r in experiment.runs for c in r.events["clip_id"]} - set(frames))
         if missing:
-            raise ValueError(f"Feature space {space!r} lacks clips played in the runs: {missing[:5]}.")
+            raise DataError(f"Feature space {space!r} lacks clips played in the runs: {missing[:5]}.")
         out[space] = {r.run_id: align_to_trs(frames, r.events, r.n_trs, r.tr) for r in experiment.runs}
     return out
 
@@ -149,7 +148,7 @@ def zscore(X: np.ndarray, *, name: str = "array", allow_constant: bool = True) -
     constant = std < 1e-6 * (np.abs(mean) + 1.0)
     if constant.any() and not allow_constant:
         idx = np.flatnonzero(constant)
-        raise ValueError(
+        raise DataError(
             f"{name}: {idx.size} columns are constant (first: {idx[:5].tolist()}); they cannot be z-scored. "
             "Exclude them (e.g. the medial wall) with a vertex mask before fitting."
         )
@@ -195,20 +194,20 @@ def make_design(
     Design
     """
     if not tr_features:
-        raise ValueError("No feature spaces given.")
+        raise DataError("No feature spaces given.")
     delays = tuple(int(d) for d in delays)
     if not delays:
-        raise ValueError("Give at least one delay.")
+        raise DataError("Give at least one delay.")
     names = list(tr_features)
 
     def run_X(run: Run) -> np.ndarray:
         blocks = []
         for space in names:
             if run.run_id not in tr_features[space]:
-                raise ValueError(f"Feature space {space!r} has no features for run {run.run_id!r}.")
+                raise DataError(f"Feature space {space!r} has no features for run {run.run_id!r}.")
             X = np.asarray(tr_features[space][run.run_id])
             if X.ndim != 2 or X.shape[0] != run.n_trs:
-                raise ValueError(
+                raise DataError(
                     f"Feature space {space!r} has {X.shape[0] if X.ndim else 0} TRs in run {run.run_id!r} "
                     f"but its responses have {run.n_trs}. Align the features to the run's TR grid "
                     "(encoding.design.features_on_trs) or trim the responses."
@@ -241,7 +240,7 @@ def make_design(
         repeats.append(np.stack(ys))
         test_ids += [r.run_id for r in runs]
     if not X_test:
-        raise ValueError(f"Experiment {experiment.subject!r} has no test runs (role='test') to score on.")
+        raise DataError(f"Experiment {experiment.subject!r} has no test runs (role='test') to score on.")
     same_repeats = len({y.shape[0] for y in repeats}) == 1
     return Design(
         X_train=X_train,

@@ -1,4 +1,4 @@
-"""Atomic file output and provenance records."""
+"""Atomic file output, run folders that appear whole, and provenance records."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -14,6 +15,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
+
+from encoding.errors import OutputError
 
 PROVENANCE_PACKAGES = (
     "brain2music", "numpy", "scipy", "scikit-learn", "himalaya", "nilearn", "nibabel", "pandas",
@@ -39,6 +42,88 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+MARKER = ".brain2music"  # written in every run folder: a folder brain2music may replace
+OUTPUT_FILES = ("summary.json", "sweep.json")  # a folder holding one of these is an output of brain2music
+
+
+class RunFolder:
+    """An output folder that appears whole or not at all.
+
+    Outputs are written into a staging folder beside ``target`` (``.<name>.partial-<pid>``);
+    :meth:`commit` moves it into place, replacing an earlier run in ``target`` whole; :meth:`discard`
+    (after a failure or an interruption) removes the staging folder and leaves ``target`` as it was.
+    A folder that does not look like a brain2music output (not empty, no marker, no summary) is
+    never replaced. Staging folders of processes that died are removed.
+
+    Parameters
+    ----------
+    target : path
+        The output folder.
+
+    Raises
+    ------
+    OutputError
+        At construction, before any work: ``target`` is a file, a folder of other files, or cannot
+        be written.
+    """
+
+    def __init__(self, target: str | Path):
+        self.target = Path(target)
+        if self.target.exists() and not self.target.is_dir():
+            raise OutputError(f"Output folder {self.target} is a file: choose another --out or remove the file.")
+        if self.target.is_dir() and any(self.target.iterdir()) and not (
+                (self.target / MARKER).exists() or any((self.target / f).exists() for f in OUTPUT_FILES)):
+            raise OutputError(f"Output folder {self.target} holds files that brain2music did not write; it would "
+                              "replace them. Choose an empty or new folder for --out.")
+        parent = self.target.absolute().parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            _remove_dead_staging(parent, self.target.name)
+            self.staging = parent / f".{self.target.name}.partial-{os.getpid()}"
+            shutil.rmtree(self.staging, ignore_errors=True)
+            self.staging.mkdir()
+            (self.staging / MARKER).write_text("written by brain2music; the folder is replaced whole by a rerun\n")
+        except OSError as err:
+            raise OutputError(f"Cannot write the output folder {self.target}: {err.strerror or err} "
+                              f"({err.filename or parent}). Choose a writable --out.") from None
+        self.committed = False
+
+    def commit(self) -> Path:
+        """Move the staged outputs into place (an earlier run in ``target`` is replaced whole)."""
+        old = None
+        if self.target.exists():
+            old = self.staging.with_name(f".{self.target.name}.replaced-{os.getpid()}")
+            os.replace(self.target, old)
+        os.replace(self.staging, self.target)
+        self.committed = True
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return self.target
+
+    def discard(self) -> None:
+        """Remove the staging folder unless committed."""
+        if not self.committed:
+            shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def _remove_dead_staging(parent: Path, name: str) -> None:
+    """Remove ``.<name>.partial-<pid>`` folders whose process no longer runs (a run killed without cleanup)."""
+    for path in parent.glob(f".{name}.partial-*"):
+        pid = path.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _umask() -> int:
@@ -68,12 +153,9 @@ def write_arrays(path: str | Path, **arrays: np.ndarray) -> Path:
 
 
 def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
-    """Save a matplotlib figure atomically as PNG and close it."""
-    import matplotlib.pyplot as plt
-
+    """Save a matplotlib figure atomically as PNG (figures here are made without pyplot: nothing to close)."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, format="png", facecolor="white")
-    plt.close(fig)
     return Path(path)
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-from himalaya.backend import set_backend
-from himalaya.scoring import r2_score_split
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
+from encoding.errors import DataError
 from encoding.ridge import RidgeProblem, band_weight_candidates, fit_banded_ridge
+from encoding.scoring import r2_score, split_r2_score
 
 DEFAULT_ALPHAS = tuple(np.logspace(-2, 8, 21).tolist())
 
@@ -63,6 +63,9 @@ class BandedRidgeEncoder(RegressorMixin, BaseEstimator):
     scheduler : str, distributed.Client or None
         Run vertex batches on a dask cluster (a scheduler address such as
         ``"tcp://host:8786"``, or a client); None runs here. Results are identical.
+    cache : str, path or None
+        Folder where finished vertex batches are kept (:class:`encoding.ridge.FitCache`): fitting
+        again on the same data after an interruption only fits the missing batches.
     random_state : int or None
         Seed of the random search.
     progress_bar : bool
@@ -106,6 +109,7 @@ class BandedRidgeEncoder(RegressorMixin, BaseEstimator):
         backend: str = "auto",
         memory_gb: float = 2.0,
         scheduler=None,
+        cache=None,
         random_state: int | None = 0,
         progress_bar: bool = True,
     ):
@@ -118,6 +122,7 @@ class BandedRidgeEncoder(RegressorMixin, BaseEstimator):
         self.backend = backend
         self.memory_gb = memory_gb
         self.scheduler = scheduler
+        self.cache = cache
         self.random_state = random_state
         self.progress_bar = progress_bar
 
@@ -134,12 +139,12 @@ class BandedRidgeEncoder(RegressorMixin, BaseEstimator):
         """
         X, Y = self._check_X(X), np.asarray(Y, dtype=np.float32)
         if Y.ndim != 2 or Y.shape[0] != X.shape[0]:
-            raise ValueError(f"Y must have shape (n_samples={X.shape[0]}, n_vertices); got {Y.shape}.")
+            raise DataError(f"Y must have shape (n_samples={X.shape[0]}, n_vertices); got {Y.shape}.")
         if not np.isfinite(Y).all():
-            raise ValueError("Y contains NaN or inf values.")
+            raise DataError("Y contains NaN or inf values.")
         groups = np.asarray(groups)
         if groups.shape != (X.shape[0],):
-            raise ValueError(f"groups must have shape ({X.shape[0]},), got {groups.shape}.")
+            raise DataError(f"groups must have shape ({X.shape[0]},), got {groups.shape}.")
         problem = RidgeProblem(X, groups, self.bands, form=self.form, backend=resolve_backend(self.backend))
         if isinstance(self.n_iter, (int, np.integer)):
             candidates = band_weight_candidates(len(self.bands), int(self.n_iter), self.concentration,
@@ -149,7 +154,8 @@ class BandedRidgeEncoder(RegressorMixin, BaseEstimator):
         client, own_client = _client(self.scheduler)
         try:
             result = fit_banded_ridge(problem, Y, np.asarray(self.alphas, dtype=np.float64), candidates,
-                                      memory_gb=self.memory_gb, strategy=self.strategy, client=client, progress=self.progress_bar)
+                                      memory_gb=self.memory_gb, strategy=self.strategy, client=client,
+                                      cache=self.cache, progress=self.progress_bar)
         finally:
             if own_client:
                 client.close()
@@ -189,30 +195,25 @@ class BandedRidgeEncoder(RegressorMixin, BaseEstimator):
 
     def score(self, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
         """Coefficient of determination R^2 of each vertex, shape (n_vertices,)."""
-        from encoding.scoring import r2_score
-
         return r2_score(Y, self.predict(X))
 
     def score_split(self, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
         """Each band's share of R^2 (himalaya's ``r2_score_split``), shape (n_bands, n_vertices).
 
-        The shares sum to the R^2 of the full prediction. ``Y`` is centred per vertex first (R^2
-        is relative to the mean).
+        The shares sum to the R^2 of the full prediction against the centred responses
+        (:func:`encoding.scoring.split_r2_score`).
         """
-        set_backend("numpy")
-        Y = np.asarray(Y, dtype=np.float32)
-        Y = Y - Y.mean(axis=0)
-        return np.asarray(r2_score_split(Y, self.predict(X, split=True)), dtype=np.float32)
+        return split_r2_score(Y, self.predict(X, split=True))
 
     def _check_X(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float32)
         if X.ndim != 2:
-            raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}.")
+            raise DataError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}.")
         n_features = max(s.stop for s in self.bands.values())
         if X.shape[1] != n_features:
-            raise ValueError(f"X has {X.shape[1]} features but the bands cover {n_features}.")
+            raise DataError(f"X has {X.shape[1]} features but the bands cover {n_features}.")
         if not np.isfinite(X).all():
-            raise ValueError("X contains NaN or inf values.")
+            raise DataError("X contains NaN or inf values.")
         return X
 
 

@@ -20,6 +20,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from encoding.scoring import correlation_score
+
 
 def _check(repeats: np.ndarray) -> np.ndarray:
     repeats = np.asarray(repeats, dtype=np.float64)
@@ -82,10 +84,7 @@ def split_half_reliability(repeats: np.ndarray, n_splits: int = 20, seed: int = 
         order = rng.permutation(n)
         a = repeats[order[: n // 2]].mean(axis=0)
         b = repeats[order[n // 2 : 2 * (n // 2)]].mean(axis=0)
-        a, b = a - a.mean(axis=0), b - b.mean(axis=0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            r = (a * b).sum(axis=0) / np.sqrt((a**2).sum(axis=0) * (b**2).sum(axis=0))
-        values.append(r)
+        values.append(correlation_score(a, b))
     r = np.mean(values, axis=0)
     factor = n / (n // 2)  # Spearman-Brown: from the mean of n // 2 repeats to the mean of all n
     return factor * r / (1 + (factor - 1) * r)

@@ -1,13 +1,20 @@
-"""The brain2music pipeline: data -> features -> design -> fit -> scores -> outputs.
+"""The brain2music pipeline: data -> features -> design -> fit -> scores -> statistics -> outputs.
 
 Each step is a plain function of the previous step's output and its own config section, so a
 notebook can run, inspect or replace any of them; :func:`run_pipeline` chains them and writes the
 outputs (:mod:`encoding.report`). The demo is this pipeline on the simulated experiment.
+
+Before any heavy work, :func:`run_pipeline` claims the output folder (:class:`encoding.io.RunFolder`:
+outputs are staged beside it and moved into place whole when the run completes) and checks that
+every feature space can run (:func:`preflight`); right after loading, the options that depend on
+the data are checked against it (:func:`check_against_data`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,18 +22,30 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from encoding.config import DataConfig, DesignConfig, FeaturesConfig, ModelConfig, PipelineConfig
+from encoding.config import (
+    DataConfig,
+    DesignConfig,
+    FeaturesConfig,
+    ModelConfig,
+    PipelineConfig,
+    StatisticsConfig,
+)
 from encoding.data import Experiment
 from encoding.datasets.bids import load_bids
 from encoding.datasets.tables import load_tables
 from encoding.design import Design, features_on_trs, make_design
+from encoding.errors import ConfigError, DataError
 from encoding.features import FeatureCache, FeatureFrames, get_extractor
 from encoding.features.reduction import reduce_space
+from encoding.io import RunFolder
 from encoding.model import BandedRidgeEncoder
 from encoding.noise_ceiling import cc_norm, explainable_variance, reliable_vertices
 from encoding.scoring import correlation_score, r2_score
 from encoding.simulation import GroundTruth, simulate_experiment
-from encoding.stats import StatisticsResults, run_statistics
+from encoding.stats import PermutationResult, partition_variance, permutation_test, subsets, unique_bootstrap
+from encoding.stats.permutation import shortest_permutable_run
+
+MAX_PARTITION_SPACES = 4  # 2^4 - 1 = 15 subset models
 
 
 @dataclass
@@ -79,6 +98,48 @@ class EncodingResults:
 
 
 @dataclass
+class StatisticsResults:
+    """Outcome of :func:`run_statistics`.
+
+    Attributes
+    ----------
+    settings : dict
+        The statistics options used (from ``StatisticsConfig``).
+    permutation : dict of str to PermutationResult or None
+        ``"r2"`` (or ``"r"``) and ``"split_r2:<band>"``.
+    subset_scores : dict of tuple to ndarray or None
+        Test R^2 of every subset model, shape (n_vertices,) each.
+    atoms : dict of tuple to ndarray or None
+        Raw unique (one space) and shared (several) variance, shape (n_vertices,) each.
+    unique_tests : dict of str to dict or None
+        Per space: bootstrap ``ci_low``, ``ci_high``, ``p`` of its unique variance, and ``p_fdr``
+        adjusted over the vertices where the full model is significant (NaN elsewhere).
+    notes : list of str
+        What was skipped and why.
+    timings : dict
+        Seconds per part.
+    """
+
+    settings: dict
+    permutation: dict[str, PermutationResult] | None = None
+    subset_scores: dict | None = None
+    atoms: dict | None = None
+    unique_tests: dict | None = None
+    notes: list[str] = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def main(self) -> PermutationResult | None:
+        """The test of the full model's score."""
+        return None if self.permutation is None else self.permutation[self.settings["metric"]]
+
+    def significant(self) -> np.ndarray | None:
+        """Vertices significant at ``alpha`` after ``correction`` (None without permutations)."""
+        main = self.main
+        return None if main is None else main.significant(self.settings["alpha"], self.settings["correction"])
+
+
+@dataclass
 class PipelineRun:
     """Everything a pipeline run produced (``truth`` only for simulations)."""
 
@@ -92,6 +153,26 @@ class PipelineRun:
     statistics: StatisticsResults | None = None
 
 
+def preflight(config: PipelineConfig) -> None:
+    """Check, before any heavy work, that every feature space of the run can be computed here.
+
+    Each extractor is built with its parameters and asked to load what it needs (a network's
+    weights, cached for the extraction that follows); the simulation's planted spaces count too.
+
+    Raises
+    ------
+    UserError
+        A space whose parameters are refused or whose model cannot be loaded, with what to do.
+    """
+    provided = set(config.data.regressor_names())
+    spaces = list(config.features.spaces)
+    if config.data.source == "simulation":
+        spaces += [s for s in config.data.simulation.territories if s not in spaces]
+    for space in spaces:
+        if space not in provided:
+            get_extractor(space, **config.features.params.get(space, {})).preflight()
+
+
 def load_data(cfg: DataConfig, feature_params: Mapping[str, dict], progress: bool = True
               ) -> tuple[Experiment, GroundTruth | None]:
     """Step 1: the experiment (and the ground truth when simulated)."""
@@ -99,9 +180,43 @@ def load_data(cfg: DataConfig, feature_params: Mapping[str, dict], progress: boo
         return simulate_experiment(cfg.simulation, feature_params=feature_params, progress=progress)
     if cfg.source == "bids":
         return load_bids(cfg.bids, cfg.preprocessing, progress=progress), None
-    if cfg.source == "tables":
-        return load_tables(cfg.tables, cfg.preprocessing), None
-    raise ValueError(f"Unknown data source {cfg.source!r}.")
+    return load_tables(cfg.tables, cfg.preprocessing), None
+
+
+def check_against_data(config: PipelineConfig, experiment: Experiment) -> None:
+    """Step 1b: the options that depend on the data, checked before features and fit.
+
+    Raises
+    ------
+    ConfigError
+        Naming the option, the run at fault and the largest value that would work.
+    DataError
+        When the experiment lacks what the pipeline needs (test runs to score on).
+    """
+    if not experiment.test_runs:
+        raise DataError(f"The experiment {experiment.subject!r} has no test runs to score on: name a test task "
+                        "(data.bids.test_task), test runs (data.bids.test_runs) or test blocks "
+                        "(data.tables.test_blocks).")
+    shortest = min(experiment.runs, key=lambda r: r.n_trs)
+    delays = config.design.delays
+    if max(abs(d) for d in delays) >= shortest.n_trs:
+        raise ConfigError(f"design.delays go up to {max(delays)} TRs but run {shortest.run_id!r} has only "
+                          f"{shortest.n_trs} volumes.")
+    stats = config.statistics
+    if stats.n_permutations > 0:
+        permuted = experiment.train_runs if stats.null == "refit" else experiment.test_runs
+        run = min(permuted, key=lambda r: r.n_trs)
+        if run.n_trs < shortest_permutable_run(stats.scheme, stats.block_length):
+            longest = max(b for b in range(1, run.n_trs + 1) if shortest_permutable_run(stats.scheme, b) <= run.n_trs)
+            raise ConfigError(
+                f"statistics.block_length = {stats.block_length} TRs is too long for run {run.run_id!r} "
+                f"({run.n_trs} volumes): a permuted run must hold at least two blocks, or every permutation "
+                f"leaves it as it is and p-values are 1. Use at most {longest}.")
+    pca = config.features.pca
+    for space in pca:
+        if all(space in run.regressors for run in experiment.runs):
+            raise ConfigError(f"features.pca.{space}: {space!r} is a regressor of the data, not an extracted "
+                              "space; PCA applies to extracted spaces only.")
 
 
 def extract_features(experiment: Experiment, cfg: FeaturesConfig, progress: bool = True,
@@ -124,6 +239,10 @@ def extract_features(experiment: Experiment, cfg: FeaturesConfig, progress: bool
     train_clips = [c for run in experiment.train_runs for c in run.events["clip_id"]]
     for space, n_components in cfg.pca.items():
         if space in features:
+            dims = next(iter(features[space].values())).n_dims
+            if n_components > dims:
+                raise ConfigError(f"features.pca.{space} = {n_components} but {space!r} has {dims} dimensions; "
+                                  f"ask for at most {dims} components.")
             features[space], info = reduce_space(features[space], train_clips, n_components)
             experiment.info.setdefault("pca", {})[space] = info
     return features
@@ -154,8 +273,8 @@ def make_encoder(bands: Mapping[str, slice], cfg: ModelConfig, progress: bool = 
     return BandedRidgeEncoder(
         bands=bands, alphas=cfg.alphas, n_iter=cfg.n_iter if n_iter is None else n_iter,
         concentration=cfg.concentration, form=cfg.form, strategy=cfg.strategy, backend=cfg.backend,
-        memory_gb=cfg.memory_gb, scheduler=cfg.scheduler or None, random_state=cfg.random_state,
-        progress_bar=progress,
+        memory_gb=cfg.memory_gb, scheduler=cfg.scheduler or None, cache=cfg.cache or None,
+        random_state=cfg.random_state, progress_bar=progress,
     )
 
 
@@ -184,6 +303,95 @@ def score_model(model: BandedRidgeEncoder, design: Design) -> EncodingResults:
     )
 
 
+def subset_n_iter(n_iter: int, n_spaces: int, n_bands: int) -> int:
+    """Band-weight candidates of a subset model: the full search's density per simplex axis.
+
+    A random search of ``n_iter`` candidates on the ``(n_bands - 1)``-simplex places about
+    ``n_iter ** (1 / (n_bands - 1))`` candidates along each axis; a subset of ``n_spaces`` bands
+    keeps that density with ``ceil(n_iter ** ((n_spaces - 1) / (n_bands - 1)))`` (one for a single space).
+    """
+    if n_spaces <= 1:
+        return 1
+    return int(np.ceil(n_iter ** ((n_spaces - 1) / (n_bands - 1)) - 1e-9))
+
+
+def fit_subset_models(design: Design, model_cfg: ModelConfig, progress: bool = True,
+                      full_model: BandedRidgeEncoder | None = None) -> tuple[dict, dict]:
+    """Fit every non-empty subset of the feature spaces with its own search; score each on the test runs.
+
+    Each subset gets the alpha grid of the full model and ``subset_n_iter`` band-weight candidates;
+    ``full_model``, when given, is the already fitted model of all spaces.
+
+    Returns
+    -------
+    scores : dict of tuple of str to ndarray, shape (n_vertices,)
+    predictions : dict of tuple of str to ndarray, shape (n_test, n_vertices)
+    """
+    names = list(design.bands)
+    scores, predictions = {}, {}
+    for subset in subsets(names):
+        if full_model is not None and len(subset) == len(names):
+            predictions[subset] = full_model.predict(design.X_test)
+            scores[subset] = r2_score(design.Y_test, predictions[subset])
+            continue
+        columns = np.concatenate([np.arange(design.bands[s].start, design.bands[s].stop) for s in subset])
+        bands, start = {}, 0
+        for s in subset:
+            width = design.bands[s].stop - design.bands[s].start
+            bands[s] = slice(start, start + width)
+            start += width
+        model = make_encoder(bands, model_cfg, progress, subset_n_iter(model_cfg.n_iter, len(subset), len(names)))
+        model.fit(design.X_train[:, columns], design.Y_train, design.groups)
+        predictions[subset] = model.predict(design.X_test[:, columns])
+        scores[subset] = r2_score(design.Y_test, predictions[subset])
+    return scores, predictions
+
+
+def run_statistics(model: BandedRidgeEncoder, design: Design, cfg: StatisticsConfig, model_cfg: ModelConfig,
+                   progress: bool = True) -> StatisticsResults:
+    """Step 6: permutation tests of the test scores and variance partitioning, as ``cfg`` says."""
+    settings = dataclasses.asdict(cfg)
+    results = StatisticsResults(settings)
+    start = time.perf_counter()
+    if cfg.n_permutations > 0:
+        results.permutation = permutation_test(
+            model, design.X_train, design.Y_train, design.groups, design.X_test, design.Y_test,
+            n_permutations=cfg.n_permutations, null=cfg.null, scheme=cfg.scheme, block_length=cfg.block_length,
+            metric=cfg.metric, split=cfg.null == "refit" and len(design.bands) > 1,
+            random_state=cfg.random_state, memory_gb=model_cfg.memory_gb, progress=progress,
+        )
+        results.timings["permutations"] = round(time.perf_counter() - start, 3)
+    n_bands = len(design.bands)
+    if cfg.partition and 2 <= n_bands <= MAX_PARTITION_SPACES:
+        start = time.perf_counter()
+        scores, predictions = fit_subset_models(design, model_cfg, progress, full_model=model)
+        results.timings["subset_models"] = round(time.perf_counter() - start, 3)
+        start = time.perf_counter()
+        results.subset_scores = scores
+        results.atoms = partition_variance(scores, list(design.bands))
+        tests = unique_bootstrap(design.Y_test, predictions, list(design.bands), cfg.n_bootstrap,
+                                 cfg.block_length, cfg.random_state)
+        from statsmodels.stats.multitest import multipletests
+
+        # unique variance is tested where the full model predicts significantly (a hierarchical
+        # procedure: elsewhere there is no explained variance to partition); vertices without a
+        # p-value (constant responses) stay out of the FDR too
+        tested = results.significant() if results.permutation is not None else np.ones(design.Y_test.shape[1], bool)
+        for values in tests.values():
+            values["p_fdr"] = np.full_like(values["p"], np.nan)
+            keep = tested & np.isfinite(values["p"])
+            if keep.any():
+                values["p_fdr"][keep] = multipletests(values["p"][keep], method="fdr_bh")[1]
+        results.unique_tests = tests
+        results.timings["unique_bootstrap"] = round(time.perf_counter() - start, 3)
+    elif cfg.partition and n_bands > MAX_PARTITION_SPACES:
+        note = (f"Variance partitioning skipped: {n_bands} feature spaces would need {2**n_bands - 1} subset models "
+                f"(at most {MAX_PARTITION_SPACES} spaces).")
+        warnings.warn(note, stacklevel=2)
+        results.notes.append(note)
+    return results
+
+
 def run_pipeline(config: PipelineConfig, out_dir: str | Path | None = None, progress: bool = True) -> PipelineRun:
     """Run every step; write the outputs to ``out_dir`` when given.
 
@@ -199,8 +407,9 @@ def run_pipeline(config: PipelineConfig, out_dir: str | Path | None = None, prog
     -------
     PipelineRun
     """
+    folder = RunFolder(out_dir) if out_dir is not None else None  # checked and claimed before any work
     timings: dict[str, float] = {}
-    steps = tqdm(total=7 if out_dir else 6, desc="brain2music", disable=not progress)
+    steps = tqdm(total=7 if out_dir else 6, desc="brain2music", disable=not progress, delay=0.5)
 
     def step(name: str, func, *args, **kwargs):
         steps.set_postfix_str(name)
@@ -210,17 +419,24 @@ def run_pipeline(config: PipelineConfig, out_dir: str | Path | None = None, prog
         steps.update()
         return out
 
-    experiment, truth = step("data", load_data, config.data, config.features.params, progress)
-    features = step("features", extract_features, experiment, config.features, progress,
-                    truth.features if truth is not None else None)
-    design = step("design", build_design, experiment, features, config.features.spaces, config.design)
-    model = step("fit", fit_model, design, config.model, progress)
-    results = step("scores", score_model, model, design)
-    statistics = step("statistics", run_statistics, model, design, config.statistics, config.model, progress)
-    run = PipelineRun(config, experiment, design, model, results, truth, timings, statistics)
-    if out_dir is not None:
-        from encoding.report import write_outputs
+    try:
+        preflight(config)
+        experiment, truth = step("data", load_data, config.data, config.features.params, progress)
+        check_against_data(config, experiment)
+        features = step("features", extract_features, experiment, config.features, progress,
+                        truth.features if truth is not None else None)
+        design = step("design", build_design, experiment, features, config.features.spaces, config.design)
+        model = step("fit", fit_model, design, config.model, progress)
+        results = step("scores", score_model, model, design)
+        statistics = step("statistics", run_statistics, model, design, config.statistics, config.model, progress)
+        run = PipelineRun(config, experiment, design, model, results, truth, timings, statistics)
+        if folder is not None:
+            from encoding.report import write_outputs
 
-        step("outputs", write_outputs, run, Path(out_dir))
-    steps.close()
+            step("outputs", write_outputs, run, folder.staging)
+            folder.commit()
+    finally:
+        steps.close()
+        if folder is not None:
+            folder.discard()  # nothing is left behind unless committed
     return run

@@ -127,17 +127,19 @@ def recovery(run) -> dict:
 
 def plot_target_bars(run):
     """Stacked bars of each band's split R^2 per target (ROI), with the total test R^2 marked."""
-    import matplotlib.pyplot as plt
+    import matplotlib
+    from matplotlib.figure import Figure
 
     res = run.results
     names = run.experiment.info.get("vertex_names") or [str(i) for i in range(run.experiment.n_vertices)]
-    fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(names) + 2), 4))
+    fig = Figure(figsize=(max(5, 0.6 * len(names) + 2), 4))
+    ax = fig.subplots()
     bottom_pos = np.zeros(len(names))
     bottom_neg = np.zeros(len(names))
     for k, band in enumerate(res.band_names):
         values = np.nan_to_num(res.split_r2[k])
         base = np.where(values >= 0, bottom_pos, bottom_neg)
-        ax.bar(names, values, bottom=base, label=band, color=plt.get_cmap("tab10")(k))
+        ax.bar(names, values, bottom=base, label=band, color=matplotlib.colormaps["tab10"](k))
         bottom_pos += np.clip(values, 0, None)
         bottom_neg += np.clip(values, None, 0)
     ax.plot(names, res.test_r2, "k_", markersize=18, mew=2, label="test R²")
@@ -145,7 +147,9 @@ def plot_target_bars(run):
     ax.set_ylabel("test R² (split by feature space)")
     ax.set_title("Held-out R² per target")
     ax.legend(frameon=False, fontsize=9)
-    plt.setp(ax.get_xticklabels(), rotation=45 if len(names) > 8 else 0, ha="right" if len(names) > 8 else "center")
+    ax.tick_params(axis="x", labelrotation=45 if len(names) > 8 else 0)
+    for tick in ax.get_xticklabels():
+        tick.set_horizontalalignment("right" if len(names) > 8 else "center")
     fig.tight_layout()
     return fig
 

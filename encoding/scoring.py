@@ -1,13 +1,105 @@
-"""Per-vertex scores of predicted responses, and recovery of a simulation's ground truth."""
+"""Scores of predicted responses, one kernel for every step, and recovery of a simulation's ground truth.
+
+The cross-validation of the solver, the permutation nulls, the bootstrap of unique variance and
+the reports all score through the functions here, so a score means the same thing everywhere:
+
+- R^2 of a column: ``1 - RSS / TSS``, with ``RSS = sum (y - p)^2`` and ``TSS = sum (y - mean y)^2``;
+- Pearson r: ``sum y_c p_c / sqrt(sum y_c^2 sum p_c^2)`` (``_c``: centred);
+- split R^2 of band ``b`` (himalaya's ``r2_score_split`` product measure, with ``y`` centred and
+  ``P = sum_b p_b``): ``(2 y_c . p_b - p_b . P) / TSS``; the shares sum to ``1 - ||y_c - P||^2 / TSS``.
+
+**One rule for degenerate columns**: a vertex whose responses are constant (``TSS`` at most
+:data:`CONSTANT_TOLERANCE` per sample; responses are z-scored per run, so a real vertex has about
+1 per sample) has nothing to explain: all its scores are 0, never NaN or -inf, so that fold
+averages, permutation counts and maps treat it alike; a constant prediction has r = 0.
+
+The ``*_from_sums`` functions take sums that the caller computed (in float64 or on any himalaya
+backend: they use array operators only), so the solver can score batches of alphas from its
+factorizations without forming predictions twice.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+CONSTANT_TOLERANCE = 1e-10  # sum of squares per sample below which a column counts as constant
+
+
+def _floor_and_live(total_squares, n_samples: int):
+    floor = CONSTANT_TOLERANCE * n_samples
+    live = total_squares > floor
+    return total_squares * live + floor * (~live), live
+
+
+def r2_from_sums(residual_squares, total_squares, n_samples: int):
+    """R^2 from ``RSS`` and ``TSS`` (arrays of any backend, same shape), 0 where the responses are constant."""
+    safe, live = _floor_and_live(total_squares, n_samples)
+    return live * (1.0 - residual_squares / safe)
+
+
+def correlation_from_sums(cross, true_squares, pred_squares, n_samples: int):
+    """Pearson r from centred sums ``sum y_c p_c``, ``sum y_c^2``, ``sum p_c^2``; 0 where either side is constant."""
+    true_safe, true_live = _floor_and_live(true_squares, n_samples)
+    pred_safe, pred_live = _floor_and_live(pred_squares, n_samples)
+    return (true_live * pred_live) * cross / (true_safe * pred_safe) ** 0.5
+
+
+def split_r2_from_sums(cross, overlap, total_squares, n_samples: int):
+    """Split R^2 of each band from ``y_c . p_b`` and ``p_b . P`` (shape (..., n_bands, n_vertices)) and ``TSS``."""
+    safe, live = _floor_and_live(total_squares, n_samples)
+    return live * (2.0 * cross - overlap) / safe
+
+
+class Scorer:
+    """Scores of many predictions against fixed responses (their centring and sums computed once).
+
+    Parameters
+    ----------
+    Y : ndarray, shape (n_samples, n_vertices)
+        Observed responses.
+
+    All methods take predictions of shape ``(..., n_samples, n_vertices)`` (any leading axes:
+    permutations, bands) and return float64 scores of shape ``(..., n_vertices)``.
+    """
+
+    def __init__(self, Y: np.ndarray):
+        self.Y = np.asarray(Y, dtype=np.float64)
+        if self.Y.ndim == 1:
+            self.Y = self.Y[:, None]
+        self.n_samples = self.Y.shape[0]
+        self.centred = self.Y - self.Y.mean(axis=0)
+        self.total = (self.centred**2).sum(axis=0)
+
+    def r2(self, prediction: np.ndarray) -> np.ndarray:
+        """Coefficient of determination."""
+        residual = ((self.Y - np.asarray(prediction, dtype=np.float64)) ** 2).sum(axis=-2)
+        return r2_from_sums(residual, self.total, self.n_samples)
+
+    def r(self, prediction: np.ndarray) -> np.ndarray:
+        """Pearson correlation."""
+        prediction = np.asarray(prediction, dtype=np.float64)
+        centred = prediction - prediction.mean(axis=-2, keepdims=True)
+        cross = (self.centred * centred).sum(axis=-2)
+        return correlation_from_sums(cross, self.total, (centred**2).sum(axis=-2), self.n_samples)
+
+    def score(self, prediction: np.ndarray, metric: str) -> np.ndarray:
+        """``metric`` ``"r2"`` or ``"r"``."""
+        if metric not in ("r2", "r"):
+            raise ValueError(f"metric must be 'r2' or 'r', got {metric!r}.")
+        return self.r2(prediction) if metric == "r2" else self.r(prediction)
+
+    def split_r2(self, predictions: np.ndarray) -> np.ndarray:
+        """Split R^2 of band predictions, shape (..., n_bands, n_samples, n_vertices) -> (..., n_bands, n_vertices)."""
+        predictions = np.asarray(predictions, dtype=np.float64)
+        total = predictions.sum(axis=-3, keepdims=True)
+        cross = (self.centred * predictions).sum(axis=-2)
+        overlap = (predictions * total).sum(axis=-2)
+        return split_r2_from_sums(cross, overlap, self.total, self.n_samples)
+
 
 def r2_score(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
-    """Coefficient of determination of each column (1 - SSE / SS around the column mean).
+    """Coefficient of determination of each column.
 
     Parameters
     ----------
@@ -15,14 +107,11 @@ def r2_score(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
 
     Returns
     -------
-    ndarray, shape (n_vertices,)
-        Can be negative; NaN where ``y_true`` is constant.
+    ndarray, shape (n_vertices,), float32
+        Can be negative; 0 where ``y_true`` is constant (see the module docstring).
     """
-    y_true, y_pred = _check_pair(y_true, y_pred)
-    sse = ((y_true - y_pred) ** 2).sum(axis=0)
-    sst = ((y_true - y_true.mean(axis=0)) ** 2).sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (1 - sse / sst).astype(np.float32)
+    _check_pair(y_true, y_pred)
+    return Scorer(y_true).r2(np.asarray(y_pred).reshape(np.shape(y_true)[0], -1)).astype(np.float32)
 
 
 def correlation_score(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
@@ -30,14 +119,29 @@ def correlation_score(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
 
     Returns
     -------
-    ndarray, shape (n_vertices,)
-        NaN where either column is constant.
+    ndarray, shape (n_vertices,), float32
+        0 where either column is constant.
     """
-    y_true, y_pred = _check_pair(y_true, y_pred)
-    a = y_true - y_true.mean(axis=0)
-    b = y_pred - y_pred.mean(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return ((a * b).sum(axis=0) / np.sqrt((a**2).sum(axis=0) * (b**2).sum(axis=0))).astype(np.float32)
+    _check_pair(y_true, y_pred)
+    return Scorer(y_true).r(np.asarray(y_pred).reshape(np.shape(y_true)[0], -1)).astype(np.float32)
+
+
+def split_r2_score(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """Each band's share of R^2 (himalaya's ``r2_score_split``, ``y_true`` centred first).
+
+    Parameters
+    ----------
+    y_true : ndarray, shape (n_samples, n_vertices)
+    y_pred : ndarray, shape (n_bands, n_samples, n_vertices)
+
+    Returns
+    -------
+    ndarray, shape (n_bands, n_vertices), float32
+    """
+    y_pred = np.asarray(y_pred)
+    if y_pred.ndim != 3 or y_pred.shape[1:] != np.shape(y_true):
+        raise ValueError(f"y_pred must have shape (n_bands, *{np.shape(y_true)}), got {y_pred.shape}.")
+    return Scorer(y_true).split_r2(y_pred).astype(np.float32)
 
 
 def recovery_metrics(
@@ -74,11 +178,6 @@ def recovery_metrics(
     return {"auc": float(auc), "band_accuracy": accuracy, "n_signal": int(signal.sum())}
 
 
-def _check_pair(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    y_true = np.asarray(y_true, dtype=np.float64)
-    y_pred = np.asarray(y_pred, dtype=np.float64)
-    if y_true.shape != y_pred.shape:
-        raise ValueError(f"y_true has shape {y_true.shape} but y_pred has {y_pred.shape}.")
-    if y_true.ndim == 1:
-        y_true, y_pred = y_true[:, None], y_pred[:, None]
-    return y_true, y_pred
+def _check_pair(y_true: np.ndarray, y_pred: np.ndarray) -> None:
+    if np.shape(y_true) != np.shape(y_pred):
+        raise ValueError(f"y_true has shape {np.shape(y_true)} but y_pred has {np.shape(y_pred)}.")

@@ -8,6 +8,7 @@ predicts it best on the held-out runs, with that score. ``brain2music sweep CONF
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +17,16 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from encoding.config import FeaturesConfig, PipelineConfig
-from encoding.io import provenance, save_figure, write_arrays, write_json, write_text
-from encoding.pipeline import build_design, extract_features, fit_model, load_data, score_model
+from encoding.io import RunFolder, provenance, save_figure, write_arrays, write_json, write_text
+from encoding.pipeline import (
+    build_design,
+    check_against_data,
+    extract_features,
+    fit_model,
+    load_data,
+    preflight,
+    score_model,
+)
 
 
 @dataclass
@@ -49,16 +58,36 @@ class SweepResults:
         return np.nanmax(self.test_r2, axis=0)
 
 
-def run_sweep(config: PipelineConfig, progress: bool = True):
+def run_sweep(config: PipelineConfig, out_dir: str | Path | None = None, progress: bool = True):
     """Fit ``config.sweep.space`` alone once per value of ``config.sweep.parameter``.
+
+    With ``out_dir``, the outputs (:func:`write_sweep`) appear there whole when the sweep completes
+    (:class:`encoding.io.RunFolder`).
 
     Returns
     -------
     SweepResults, Experiment
     """
+    folder = RunFolder(out_dir) if out_dir is not None else None
+    try:
+        results, experiment = _sweep(config, progress)
+        if folder is not None:
+            write_sweep(results, experiment, config, folder.staging)
+            folder.commit()
+    finally:
+        if folder is not None:
+            folder.discard()
+    return results, experiment
+
+
+def _sweep(config: PipelineConfig, progress: bool):
     sweep = config.sweep
-    experiment, _ = load_data(config.data, config.features.params, progress)
     base = config.features.params.get(sweep.space, {})
+    for value in sweep.values:
+        preflight(dataclasses.replace(config, features=FeaturesConfig(
+            spaces=[sweep.space], params={sweep.space: {**base, sweep.parameter: value}})))
+    experiment, _ = load_data(config.data, config.features.params, progress)
+    check_against_data(config, experiment)
     scores, timings = [], {}
     for value in tqdm(sweep.values, desc=f"sweep {sweep.space}.{sweep.parameter}", disable=not progress):
         start = time.perf_counter()

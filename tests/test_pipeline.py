@@ -64,18 +64,6 @@ def test_cli_help_lists_commands(capsys):
         assert command in text
 
 
-def test_fit_reports_config_errors(tmp_path, capsys):
-    bad = tmp_path / "bad.toml"
-    bad.write_text('[features]\nspaces = ["logmel", "tempogram_typo"]\n')
-    assert main(["fit", str(bad), "--out", str(tmp_path / "o")]) == 2
-    assert "Unknown feature space(s) ['tempogram_typo']" in capsys.readouterr().err
-    bad.write_text("[model]\nn_itr = 3\n")
-    assert main(["fit", str(bad)]) == 2
-    assert "Unknown option(s) model.n_itr" in capsys.readouterr().err
-    assert main(["fit", str(tmp_path / "missing.toml")]) == 2
-    assert "does not exist" in capsys.readouterr().err
-
-
 def test_fit_runs_a_config_file(tmp_path, capsys):
     config = tiny_config()
     config.features.spaces = ["logmel", "modulation"]  # the caption territory is planted but not fitted

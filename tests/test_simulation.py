@@ -6,7 +6,7 @@ import pytest
 from encoding.simulation import GENRES, SimulationConfig, simulate_experiment, synthesize_clips
 from atlases.surface import edge_graph
 from encoding.simulation.brain import NoiseGenerator, load_resting_state, territory_shares
-from encoding.simulation.experiment import DEFAULT_TERRITORIES
+from encoding.config import DEFAULT_TERRITORIES
 
 
 def small(seed=0, **kw):

@@ -78,20 +78,6 @@ def _planted(n_runs=4, run_length=60, n_test=60, n_vertices=30, signal=(1.0,) * 
     return X[train], Y[train], groups, X[test], Y[test], bands
 
 
-def test_batched_split_r2_equals_himalaya():
-    from himalaya.backend import set_backend
-    from himalaya.scoring import r2_score_split
-
-    from encoding.stats.permutation import _split_r2_batch
-
-    set_backend("numpy")
-    rng = np.random.default_rng(11)
-    Y, predictions = rng.standard_normal((50, 7)), rng.standard_normal((4, 3, 50, 7))
-    batch = _split_r2_batch(Y, predictions)
-    for k in range(4):
-        np.testing.assert_allclose(batch[k], r2_score_split(Y - Y.mean(0), predictions[k]), rtol=1e-4, atol=1e-5)
-
-
 def test_fast_refit_equals_refitting_with_the_chosen_hyperparameters():
     X, Y, groups, X_test, Y_test, bands = _planted(n_vertices=8, signal=(1.0,) * 4)
     model = BandedRidgeEncoder(bands, n_iter=5, progress_bar=False).fit(X, Y, groups)
@@ -126,7 +112,7 @@ def calibration_problem():
     Returns (design, rest, live vertices), or None without brainspace. ``benchmarks/inference.py``
     runs the same check at full size.
     """
-    from encoding.cli import demo_config
+    from encoding.config import demo_config
     from encoding.pipeline import build_design, extract_features, load_data
     from encoding.simulation.brain import load_resting_state
 
@@ -217,7 +203,7 @@ def test_partition_recovers_planted_unique_and_shared_variance():
     from types import SimpleNamespace
 
     from encoding.config import ModelConfig
-    from encoding.stats import fit_subset_models
+    from encoding.pipeline import fit_subset_models
 
     rng = np.random.default_rng(3)
     n_runs, run_length, n_test = 5, 200, 400

@@ -62,7 +62,7 @@ def test_config_accepts_regressor_spaces_and_rejects_unknown_ones():
     tables = {"source": "tables", "tables": {"runs": [{"responses": "y.txt", "regressors": {"sndpwr": "p.txt"}}]}}
     config = PipelineConfig.from_dict({"data": tables, "features": {"spaces": ["sndpwr"]}})
     assert config.data.tables.runs[0].regressors == {"sndpwr": "p.txt"}
-    with pytest.raises(ValueError, match=r"Unknown feature space\(s\) \['rate'\].*regressors of the data: sndpwr"):
+    with pytest.raises(ValueError, match=r"features.spaces: unknown feature space\(s\) \['rate'\].*regressors of the data: sndpwr"):
         PipelineConfig.from_dict({"data": tables, "features": {"spaces": ["rate"]}})
 
 

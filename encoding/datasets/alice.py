@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from encoding.datasets.tables import TableRun, TablesConfig
+from encoding.config import TableRun, TablesConfig
+from encoding.errors import MissingInputError
 
 ROIS = ("LATL", "RATL", "LPTL", "LIPL", "LPreM", "LIFG")
 REGRESSORS = ("sndpwr", "rate")
@@ -21,7 +22,7 @@ def subjects(root: str | Path) -> list[str]:
     """Subject labels (``s18`` ...) with ROI time courses."""
     found = sorted(p.name.split("-")[0] for p in (Path(root) / "10mm").glob("*-timecourses.txt"))
     if not found:
-        raise FileNotFoundError(f"No 10mm/*-timecourses.txt under {root}: is it the alice-brennan2016 folder?")
+        raise MissingInputError(f"No 10mm/*-timecourses.txt under {root}: is it the alice-brennan2016 folder?")
     return found
 
 

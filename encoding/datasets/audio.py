@@ -11,6 +11,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from encoding.io import atomic_path
+from encoding.errors import DataError, MissingInputError
 
 TARGET_RMS = 0.05  # ds003720 normalised every clip's RMS; this level leaves headroom below full scale
 
@@ -76,7 +77,7 @@ def load_excerpts(
     paths = {cid: locate(root, cid) for cid in table.index}
     missing = [str(p) for p in paths.values() if not p.is_file()]
     if missing:
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{len(missing)} of {len(paths)} audio files are missing under {root}, e.g. {missing[:5]}. "
             "Point audio_root at the folder of the stimuli (GTZAN: genres_original/)."
         )
@@ -94,9 +95,9 @@ def load_excerpts(
             wave, _ = librosa.load(path, sr=sample_rate, mono=True, offset=start,
                                    duration=None if end is None else end - start)
         except Exception as err:  # decoders raise many types; name the file whatever they raise
-            raise ValueError(f"{path}: cannot read audio ({type(err).__name__}: {err}).") from err
+            raise DataError(f"{path}: cannot read audio ({type(err).__name__}: {err}).") from err
         if end is not None and len(wave) < 0.99 * (end - start) * sample_rate:
-            raise ValueError(f"{path}: shorter ({len(wave) / sample_rate:.2f} s from {start} s) than its excerpt "
+            raise DataError(f"{path}: shorter ({len(wave) / sample_rate:.2f} s from {start} s) than its excerpt "
                              f"{start}-{end} s.")
         wave = fade(wave.astype(np.float32), sample_rate, fade_seconds)
         rms = np.sqrt(np.mean(wave**2))

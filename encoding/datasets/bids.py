@@ -23,72 +23,14 @@ import pandas as pd
 from nilearn.interfaces.bids import get_bids_files, parse_bids_filename
 from tqdm.auto import tqdm
 
+from encoding.config import BidsConfig, PreprocessingConfig
 from encoding.data import ClipSet, Experiment, Run
 from encoding.datasets import ds003720
 from encoding.datasets.audio import gtzan_path, load_excerpts
 from encoding.datasets.captions import join_captions, read_captions
 from encoding.io import atomic_path
-from encoding.preprocessing import PreprocessingConfig, detrend, regress_out, shift_events
-
-BOLD_KINDS = ("volume", "fsaverage5", "arrays")
-
-
-@dataclass
-class BidsConfig:
-    """A BIDS data set.
-
-    Attributes
-    ----------
-    root : str
-        The data set folder (events and sidecars).
-    derivatives : str
-        Folder with the BOLD files when they are derivatives (fMRIPrep output, arrays);
-        empty: ``root``.
-    subject : str
-        Subject label without ``sub-``.
-    train_task, test_task : str
-        Task labels of the training and test runs (``test_task`` may be empty).
-    test_runs : list of str
-        Run labels of the training task held out as test runs (for data sets without a test task).
-    bold : {"volume", "fsaverage5", "arrays"}
-        Which BOLD files to read.
-    mask : str
-        Brain mask for volume data (empty: computed from the first run).
-    project_to_surface : bool
-        Project volume data onto fsaverage5 (images in MNI space) instead of masking.
-    dataset : {"generic", "ds003720"}
-        Events dialect: ``ds003720`` builds clip ids from genre and track and marks test repeats.
-    audio_root : str
-        Folder of the stimulus audio (GTZAN for ds003720); empty: no audio (only text spaces).
-    captions : str
-        Caption table (Brain2Music's, columns ``ID,DescEN``); empty: none.
-    sample_rate : int
-        Audio sampling rate after resampling, Hz.
-    cache : str
-        Folder for cached preprocessed responses and audio (empty: no cache).
-    """
-
-    root: str = ""
-    derivatives: str = ""
-    subject: str = "001"
-    train_task: str = "Training"
-    test_task: str = "Test"
-    test_runs: list[str] = field(default_factory=list)
-    bold: str = "fsaverage5"
-    mask: str = ""
-    project_to_surface: bool = False
-    dataset: str = "generic"
-    audio_root: str = ""
-    captions: str = ""
-    sample_rate: int = 16000
-    cache: str = ""
-
-    def __post_init__(self) -> None:
-        if self.bold not in BOLD_KINDS:
-            raise ValueError(f"bids.bold must be one of {BOLD_KINDS}, got {self.bold!r}.")
-        if self.dataset not in ("generic", "ds003720"):
-            raise ValueError(f"bids.dataset must be 'generic' or 'ds003720', got {self.dataset!r}.")
-
+from encoding.preprocessing import detrend, regress_out, shift_events
+from encoding.errors import DataError, MissingInputError
 
 @dataclass
 class RunFiles:
@@ -116,12 +58,14 @@ def find_runs(cfg: BidsConfig, task: str, with_bold: bool = True) -> list[RunFil
     """
     root = Path(cfg.root)
     if not root.is_dir():
-        raise FileNotFoundError(f"BIDS root {root} does not exist.")
+        raise MissingInputError(f"BIDS root {root} does not exist.")
     bold_root = Path(cfg.derivatives) if cfg.derivatives else root
     events = get_bids_files(root, "events", "tsv", sub_label=cfg.subject, modality_folder="func",
                             filters=[("task", task)])
     if not events:
-        raise FileNotFoundError(f"No sub-{cfg.subject}/func/*task-{task}*_events.tsv under {root}.")
+        raise MissingInputError(f"No sub-{cfg.subject}/func/*task-{task}*_events.tsv under {root}.")
+    if with_bold:
+        _check_every_bold_run_has_events(bold_root, cfg, task, events)
     runs = []
     for path in events:
         entities = parse_bids_filename(path)["entities"]
@@ -134,6 +78,28 @@ def find_runs(cfg: BidsConfig, task: str, with_bold: bool = True) -> list[RunFil
     return runs
 
 
+BOLD_EXTENSIONS = {"volume": ("nii.gz", "nii"), "arrays": ("npy",), "fsaverage5": ("func.gii",)}
+N_VERTICES_HEMI = 10242  # fsaverage5
+
+
+def _check_every_bold_run_has_events(bold_root: Path, cfg: BidsConfig, task: str, events: list[str]) -> None:
+    """A BOLD run without its events file would otherwise be left out of the fit without a word."""
+    def run_of(path) -> str:
+        return parse_bids_filename(path)["entities"].get("run", "")
+
+    with_events = {run_of(p) for p in events}
+    bold = [f for ext in BOLD_EXTENSIONS[cfg.bold] for f in get_bids_files(
+        bold_root, "bold", ext, sub_label=cfg.subject, modality_folder="func", filters=[("task", task)])]
+    orphans = sorted(Path(f).name for f in bold if run_of(f) not in with_events)
+    if orphans:
+        runs = {run_of(f) for f in bold if run_of(f) not in with_events}
+        raise MissingInputError(
+            f"{len(runs)} BOLD run(s) of task {task!r} have no events file under {Path(cfg.root)}/sub-{cfg.subject}/"
+            f"func: {', '.join(orphans[:4])}{' ...' if len(orphans) > 4 else ''}. Add their *_events.tsv, or move "
+            "the runs out of the data set if they should not be fitted."
+        )
+
+
 def _bold_files(bold_root: Path, cfg: BidsConfig, filters: list, events: Path) -> list[Path]:
     if cfg.bold == "fsaverage5":
         found = []
@@ -141,20 +107,20 @@ def _bold_files(bold_root: Path, cfg: BidsConfig, filters: list, events: Path) -
             files = get_bids_files(bold_root, "bold", "func.gii", sub_label=cfg.subject, modality_folder="func",
                                    filters=filters + [("hemi", hemi), ("space", "fsaverage5")])
             if len(files) != 1:
-                raise FileNotFoundError(
+                raise MissingInputError(
                     f"Run of {events.name}: expected one *_hemi-{hemi}_space-fsaverage5_bold.func.gii under "
                     f"{bold_root}/sub-{cfg.subject}/func, found {len(files)}. Run fMRIPrep with "
                     "--output-spaces fsaverage5, or choose bold = 'volume' or 'arrays'."
                 )
             found.append(Path(files[0]))
         return found
-    kinds = {"volume": ("nii.gz", "nii"), "arrays": ("npy",)}[cfg.bold]
+    kinds = BOLD_EXTENSIONS[cfg.bold]
     files = [f for ext in kinds for f in get_bids_files(bold_root, "bold", ext, sub_label=cfg.subject,
                                                           modality_folder="func", filters=filters)]
     files = [f for f in files if "hemi" not in parse_bids_filename(f)["entities"]]
     if len(files) != 1:
         pattern = f"{events.name.replace('_events.tsv', '')}*_bold.{kinds[0]}"
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"Run of {events.name}: expected one {pattern} under {bold_root}/sub-{cfg.subject}/func, "
             f"found {len(files)}{': ' + ', '.join(Path(f).name for f in files) if files else ''}. "
             "Point bids.derivatives at the folder that holds the BOLD files."
@@ -165,10 +131,10 @@ def _bold_files(bold_root: Path, cfg: BidsConfig, filters: list, events: Path) -
 def repetition_time(run: RunFiles) -> float:
     """TR in seconds from the run's sidecar (``RepetitionTime``)."""
     if run.sidecar is None:
-        raise FileNotFoundError(f"{run.events.name}: no *_bold.json sidecar to read RepetitionTime from.")
+        raise MissingInputError(f"{run.events.name}: no *_bold.json sidecar to read RepetitionTime from.")
     meta = json.loads(run.sidecar.read_text())
     if "RepetitionTime" not in meta:
-        raise ValueError(f"{run.sidecar}: no RepetitionTime.")
+        raise DataError(f"{run.sidecar}: no RepetitionTime.")
     return float(meta["RepetitionTime"])
 
 
@@ -183,20 +149,30 @@ def load_bold(run: RunFiles, cfg: BidsConfig, tr: float, masker=None) -> np.ndar
     if cfg.bold == "arrays":
         Y = np.load(run.bold[0])
         if Y.ndim != 2:
-            raise ValueError(f"{run.bold[0]}: expected an (n_trs, n_vertices) array, got shape {Y.shape}.")
+            raise DataError(f"{run.bold[0]}: expected an (n_trs, n_vertices) array, got shape {Y.shape}.")
     elif cfg.bold == "fsaverage5":
         import nibabel as nib
 
-        Y = np.hstack([np.column_stack([d.data for d in nib.load(p).darrays]).T for p in run.bold])
+        hemispheres = []
+        for path in run.bold:
+            Y_hemi = np.column_stack([d.data for d in nib.load(path).darrays]).T
+            if Y_hemi.shape[1] != N_VERTICES_HEMI:
+                raise DataError(
+                    f"{path}: {Y_hemi.shape[1]:,} vertices per volume, but fsaverage5 has {N_VERTICES_HEMI:,} per "
+                    "hemisphere. Resample it to fsaverage5 (fMRIPrep --output-spaces fsaverage5), or read another "
+                    "space with data.bids.bold = 'arrays' or 'volume'."
+                )
+            hemispheres.append(Y_hemi)
+        Y = np.hstack(hemispheres)
     else:
         import nibabel as nib
 
         img = nib.load(run.bold[0])
         if img.ndim != 4:
-            raise ValueError(f"{run.bold[0]}: expected a 4-D image, got shape {img.shape}.")
+            raise DataError(f"{run.bold[0]}: expected a 4-D image, got shape {img.shape}.")
         header_tr = float(img.header.get_zooms()[3])
         if header_tr > 0 and abs(header_tr - tr) > 1e-3:
-            raise ValueError(
+            raise DataError(
                 f"{run.bold[0]}: the image header says TR {header_tr} s but {run.sidecar.name} says {tr} s. "
                 "Fix the header or the sidecar."
             )
@@ -207,7 +183,7 @@ def load_bold(run: RunFiles, cfg: BidsConfig, tr: float, masker=None) -> np.ndar
     Y = np.asarray(Y, dtype=np.float32)
     bad = ~np.isfinite(Y).all(axis=1)
     if bad.any():
-        raise ValueError(
+        raise DataError(
             f"{run.bold[0]}: volumes {np.flatnonzero(bad)[:10].tolist()} hold NaN or inf values. "
             "Repair them, or discard them (preprocessing.discard_volumes for leading ones)."
         )
@@ -244,7 +220,7 @@ def read_run_events(run: RunFiles, cfg: BidsConfig, test: bool) -> pd.DataFrame:
     events = pd.read_csv(run.events, sep="\t")
     column = next((c for c in CLIP_COLUMNS if c in events.columns), None)
     if column is None or "onset" not in events or "duration" not in events:
-        raise ValueError(f"{run.events}: events need onset, duration and one of {CLIP_COLUMNS} to name the clip.")
+        raise DataError(f"{run.events}: events need onset, duration and one of {CLIP_COLUMNS} to name the clip.")
     events["clip_file"] = events[column].astype(str)
     events["clip_id"] = [Path(s).stem for s in events["clip_file"]]
     return events
@@ -303,7 +279,7 @@ def load_bids(cfg: BidsConfig, preprocessing: PreprocessingConfig, progress: boo
         try:
             runs.append(Run(f"{files.name}", Y, tr, events, role=role))
         except ValueError as err:
-            raise ValueError(f"{files.events}: {err}") from None
+            raise DataError(f"{files.events}: {err}") from None
     info = {"source": "bids", "root": cfg.root, "dataset": cfg.dataset, "masker": masker}
     return Experiment(f"sub-{cfg.subject}", runs, clips, space=response_space(cfg, runs[0].n_vertices), info=info)
 
@@ -330,7 +306,7 @@ def fmriprep_confounds(files: RunFiles, strategy: list[str]) -> np.ndarray:
     try:
         confounds, _ = load_confounds(str(files.bold[0]), strategy=tuple(strategy))
     except Exception as err:  # nilearn raises ValueError or FileNotFoundError depending on what is missing
-        raise ValueError(
+        raise DataError(
             f"{files.bold[0]}: cannot load fMRIPrep confounds {strategy} ({err}). Confound strategies need "
             "fMRIPrep derivatives with their *_desc-confounds_timeseries.tsv."
         ) from err

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from encoding.errors import DataError, MissingInputError
+
 KNOWN_TYPOS = {"disco.000011_15s": "disco.00011_15s"}  # a mistyped ID in the released file
 
 
@@ -14,18 +16,18 @@ def read_captions(path: str | Path, id_column: str = "ID", text_column: str = "D
     """Captions indexed by ID (a UTF-8 byte-order mark is handled; known ID typos are repaired with a warning)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"Caption table {path} does not exist.")
+        raise MissingInputError(f"Caption table {path} does not exist.")
     table = pd.read_csv(path, encoding="utf-8-sig", dtype=str)
     missing = [c for c in (id_column, text_column) if c not in table.columns]
     if missing:
-        raise ValueError(f"{path}: no column(s) {missing}; columns are {list(table.columns)}.")
+        raise DataError(f"{path}: no column(s) {missing}; columns are {list(table.columns)}.")
     ids = table[id_column].str.strip()
     for typo, fixed in KNOWN_TYPOS.items():
         if (ids == typo).any():
             warnings.warn(f"{path}: caption ID {typo!r} repaired to {fixed!r} (a known typo).", stacklevel=2)
             ids = ids.replace(typo, fixed)
     if ids.duplicated().any():
-        raise ValueError(f"{path}: duplicated caption IDs {ids[ids.duplicated()].tolist()[:5]}.")
+        raise DataError(f"{path}: duplicated caption IDs {ids[ids.duplicated()].tolist()[:5]}.")
     return pd.Series(table[text_column].fillna("").str.strip().values, index=ids.values, name="caption")
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from encoding.errors import DataError, MissingInputError
+
 GENRES = ("blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock")
 N_TEST_REPEATS = 4
 
@@ -38,11 +40,11 @@ def read_events(path: str | Path, test: bool) -> pd.DataFrame:
     events = pd.read_csv(path, sep="\t")
     needed = {"onset", "duration", "genre", "track", "start", "end"}
     if not needed <= set(events.columns):
-        raise ValueError(f"{path}: ds003720 events need the columns {sorted(needed)}; got {list(events.columns)}.")
+        raise DataError(f"{path}: ds003720 events need the columns {sorted(needed)}; got {list(events.columns)}.")
     events["genre"] = events["genre"].astype(str).str.strip().str.strip("'\"")
     unknown = sorted(set(events["genre"]) - set(GENRES))
     if unknown:
-        raise ValueError(f"{path}: unknown genres {unknown}.")
+        raise DataError(f"{path}: unknown genres {unknown}.")
     events["clip_id"] = [clip_id(g, t) for g, t in zip(events["genre"], events["track"])]
     if test:
         events["repeat"] = test_repeats(events["clip_id"].tolist(), path)
@@ -56,7 +58,7 @@ def test_repeats(clips: list[str], path: Path) -> np.ndarray:
     ok = (period > 0 and len(body) == period * N_TEST_REPEATS and clips[0] == body[-1]
           and all(body[i] == body[i % period] for i in range(len(body))))
     if not ok:
-        raise ValueError(
+        raise DataError(
             f"{path}: a ds003720 test run is a lead-in clip followed by one sequence presented "
             f"{N_TEST_REPEATS} times; these events are not."
         )
@@ -79,12 +81,12 @@ def clip_table(root: str | Path, train_task: str = "Training", test_task: str = 
     for task, role in ((train_task, "train"), (test_task, "test")):
         files = sorted(root.glob(f"sub-*/func/*task-{task}_*events.tsv"))
         if not files:
-            raise FileNotFoundError(f"No task-{task} events under {root}/sub-*/func.")
+            raise MissingInputError(f"No task-{task} events under {root}/sub-*/func.")
         for f in files:
             frames.append(read_events(f, test=role == "test").assign(role=role))
     events = pd.concat(frames, ignore_index=True)
     table = events.drop_duplicates(["clip_id", "start", "end", "role"])
     clash = table["clip_id"][table["clip_id"].duplicated()].unique().tolist()
     if clash:
-        raise ValueError(f"Clips with inconsistent excerpts or roles across runs: {clash[:5]}.")
+        raise DataError(f"Clips with inconsistent excerpts or roles across runs: {clash[:5]}.")
     return table.set_index("clip_id")[["genre", "track", "start", "end", "role"]].sort_index()

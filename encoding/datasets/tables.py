@@ -10,80 +10,18 @@ out as the test set (``test_blocks``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from encoding.config import PreprocessingConfig, TablesConfig
 from encoding.data import ClipSet, Experiment, Run
-from encoding.preprocessing import PreprocessingConfig, detrend, regress_out
+from encoding.preprocessing import detrend, regress_out
+from encoding.errors import DataError, MissingInputError
 
 EMPTY_EVENTS = pd.DataFrame({"clip_id": pd.Series(dtype=str), "onset": pd.Series(dtype=float),
                              "duration": pd.Series(dtype=float)})
-
-
-@dataclass
-class TableRun:
-    """Files of one run. Paths are relative to :attr:`TablesConfig.root` unless absolute.
-
-    Attributes
-    ----------
-    responses : str
-        Matrix of responses, one row per volume.
-    regressors : dict of str to str
-        Feature-space name to matrix file.
-    confounds : str
-        Optional matrix regressed out of the responses.
-    skip_rows : dict of str to int
-        Leading rows to drop from a file (key: ``"responses"``, ``"confounds"`` or a regressor name),
-        e.g. motion parameters that still include discarded volumes.
-    """
-
-    responses: str
-    regressors: dict[str, str] = field(default_factory=dict)
-    confounds: str = ""
-    skip_rows: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass
-class TablesConfig:
-    """A data set of text matrices.
-
-    Attributes
-    ----------
-    root : str
-        Folder the run paths are relative to.
-    subject : str
-    tr : float
-        Seconds.
-    runs : list of TableRun
-    column_names : list of str
-        Names of the response columns (default: the file's header, else ``roi-0``, ``roi-1`` ...).
-    n_blocks : int
-        Contiguous blocks each run is cut into; each block acts as a run.
-    test_blocks : list of int
-        Blocks (0-based, within each run; negative counts from the end) held out as test data.
-    """
-
-    root: str = "."
-    subject: str = "sub-01"
-    tr: float = 2.0
-    runs: list[TableRun] = field(default_factory=list)
-    column_names: list[str] = field(default_factory=list)
-    n_blocks: int = 1
-    test_blocks: list[int] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.runs = [r if isinstance(r, TableRun) else TableRun(**r) for r in self.runs]
-        if self.tr <= 0:
-            raise ValueError(f"tables.tr must be positive seconds, got {self.tr}.")
-        if self.n_blocks < 1:
-            raise ValueError("tables.n_blocks must be at least 1.")
-
-    def regressor_names(self) -> list[str]:
-        """Feature spaces the runs provide."""
-        return sorted({name for run in self.runs for name in run.regressors})
 
 
 def read_matrix(path: str | Path, skip_rows: int = 0) -> tuple[np.ndarray, list[str] | None]:
@@ -99,12 +37,12 @@ def read_matrix(path: str | Path, skip_rows: int = 0) -> tuple[np.ndarray, list[
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist.")
+        raise MissingInputError(f"{path} does not exist.")
     sep = {".csv": ",", ".tsv": "\t"}.get(path.suffix.lower(), r"\s+")
     try:
         frame = pd.read_csv(path, sep=sep, header=None, engine="python", comment="#")
     except pd.errors.EmptyDataError:
-        raise ValueError(f"{path} is empty.") from None
+        raise DataError(f"{path} is empty.") from None
     header = None
     first = pd.to_numeric(frame.iloc[0], errors="coerce")
     if first.isna().any():
@@ -113,7 +51,7 @@ def read_matrix(path: str | Path, skip_rows: int = 0) -> tuple[np.ndarray, list[
     values = frame.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
     if np.isnan(values).any():
         row = int(np.argwhere(np.isnan(values))[0, 0]) + (2 if header else 1)
-        raise ValueError(f"{path}: non-numeric or missing value near line {row}.")
+        raise DataError(f"{path}: non-numeric or missing value near line {row}.")
     return values[skip_rows:].astype(np.float32), header
 
 
@@ -121,24 +59,24 @@ def load_tables(cfg: TablesConfig, preprocessing: PreprocessingConfig | None = N
     """Load a table data set into an :class:`~encoding.data.Experiment` (space ``"roi"``)."""
     preprocessing = preprocessing or PreprocessingConfig(detrend="none")
     if not cfg.runs:
-        raise ValueError("tables.runs is empty: list at least one run with a responses file.")
+        raise DataError("tables.runs is empty: list at least one run with a responses file.")
     root = Path(cfg.root)
     runs, names = [], None
     for i, spec in enumerate(cfg.runs):
         Y, header = read_matrix(root / spec.responses, spec.skip_rows.get("responses", 0))
         names = names or cfg.column_names or header or [f"roi-{k}" for k in range(Y.shape[1])]
         if len(names) != Y.shape[1]:
-            raise ValueError(f"{root / spec.responses}: {Y.shape[1]} columns but {len(names)} column names.")
+            raise DataError(f"{root / spec.responses}: {Y.shape[1]} columns but {len(names)} column names.")
         regressors = {}
         for name, file in spec.regressors.items():
             X, _ = read_matrix(root / file, spec.skip_rows.get(name, 0))
             if len(X) != len(Y):
-                raise ValueError(f"{root / file}: {len(X)} rows but {root / spec.responses} has {len(Y)} volumes.")
+                raise DataError(f"{root / file}: {len(X)} rows but {root / spec.responses} has {len(Y)} volumes.")
             regressors[name] = X
         if spec.confounds:
             C, _ = read_matrix(root / spec.confounds, spec.skip_rows.get("confounds", 0))
             if len(C) != len(Y):
-                raise ValueError(
+                raise DataError(
                     f"{root / spec.confounds}: {len(C)} rows but {root / spec.responses} has {len(Y)} volumes; "
                     "drop leading rows with skip_rows = {confounds = N}."
                 )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import librosa
 import numpy as np
 
 from encoding.features.base import AudioExtractor, FeatureFrames, register
@@ -31,6 +30,8 @@ class LogMel(AudioExtractor):
         self.fmax = fmax
 
     def extract_clip(self, waveform: np.ndarray, sample_rate: int) -> FeatureFrames:
+        import librosa
+
         hop_length = max(1, round(self.hop * sample_rate))
         power = librosa.feature.melspectrogram(
             y=waveform, sr=sample_rate, n_fft=_n_fft(sample_rate), hop_length=hop_length,
@@ -83,6 +84,8 @@ class SpectroTemporalModulation(AudioExtractor):
         self.bins_per_octave = bins_per_octave
 
     def extract_clip(self, waveform: np.ndarray, sample_rate: int) -> FeatureFrames:
+        import librosa
+
         frame_rate = 100.0  # spectrogram frames per second: resolves rates up to 50 Hz
         hop_length = round(sample_rate / frame_rate)
         spec = np.abs(librosa.stft(waveform, n_fft=_n_fft(sample_rate), hop_length=hop_length)) ** 2
@@ -164,6 +167,8 @@ class MFCC(AudioExtractor):
         self.hop = hop
 
     def extract_clip(self, waveform: np.ndarray, sample_rate: int) -> FeatureFrames:
+        import librosa
+
         hop_length = max(1, round(self.hop * sample_rate))
         values = librosa.feature.mfcc(y=waveform, sr=sample_rate, n_mfcc=self.n_mfcc, n_mels=self.n_mels,
                                       n_fft=_n_fft(sample_rate), hop_length=hop_length)
@@ -186,6 +191,8 @@ class Tonal(AudioExtractor):
         self.hop = hop
 
     def extract_clip(self, waveform: np.ndarray, sample_rate: int) -> FeatureFrames:
+        import librosa
+
         hop_length = max(1, round(self.hop * sample_rate))
         chroma = librosa.feature.chroma_stft(y=waveform, sr=sample_rate, n_fft=4 * _n_fft(sample_rate),
                                              hop_length=hop_length)
@@ -218,6 +225,8 @@ class Rhythm(AudioExtractor):
         self.tempo_edges = tuple(tempo_edges)
 
     def extract_clip(self, waveform: np.ndarray, sample_rate: int) -> FeatureFrames:
+        import librosa
+
         hop_length = max(1, round(0.01 * sample_rate))
         frame_rate = sample_rate / hop_length
         onset = librosa.onset.onset_strength(y=waveform, sr=sample_rate, hop_length=hop_length)
@@ -253,6 +262,8 @@ class Loudness(AudioExtractor):
         self.hop = hop
 
     def extract_clip(self, waveform: np.ndarray, sample_rate: int) -> FeatureFrames:
+        import librosa
+
         hop_length = max(1, round(self.hop * sample_rate))
         n_fft = _n_fft(sample_rate)
         power = np.abs(librosa.stft(waveform, n_fft=n_fft, hop_length=hop_length)) ** 2

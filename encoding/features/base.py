@@ -20,6 +20,7 @@ spaces that see the whole clip set, like captions) and decorating it with :func:
 from __future__ import annotations
 
 import hashlib
+import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from encoding.data import ClipSet
+from encoding.errors import ConfigError, DataError
 
 
 @dataclass(frozen=True)
@@ -73,20 +75,30 @@ class FeatureExtractor(ABC):
     Subclasses set ``name`` and implement :meth:`compute` (the whole clip set at once, for spaces
     that learn from it, like LSA) or derive from :class:`AudioExtractor`. Parameters are plain
     keyword arguments of ``__init__``, stored as attributes of the same name, so that
-    :meth:`get_params` can record them in configs, provenance and cache keys. Bump ``revision``
-    when a change of the code changes the features.
+    :meth:`get_params` can record them in configs, provenance and cache keys. Bump
+    ``code_revision`` when a change of the code changes the features (a parameter such as a hub
+    ``revision`` is part of the key through :meth:`get_params`).
     """
 
     name: ClassVar[str]
-    revision: ClassVar[str] = "1"
+    code_revision: ClassVar[str] = "1"
 
     def get_params(self) -> dict:
         """Constructor parameters, as recorded in configs and provenance."""
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
 
     def fingerprint(self) -> str:
-        """What identifies this extractor's output for given input: name, revision, parameters."""
-        return f"{self.name}|{self.revision}|{sorted(self.get_params().items())!r}"
+        """What identifies this extractor's output for given input: name, code revision, parameters."""
+        return f"{self.name}|code-{type(self).code_revision}|{sorted(self.get_params().items())!r}"
+
+    def preflight(self) -> None:
+        """Check, before any heavy work, that this extractor can run here (e.g. that its model loads).
+
+        Raises
+        ------
+        UserError
+            Saying what is missing and what to do.
+        """
 
     @abstractmethod
     def compute(self, clips: ClipSet, progress: bool = True) -> dict[str, FeatureFrames]:
@@ -138,7 +150,7 @@ class AudioExtractor(FeatureExtractor):
         """Features of every clip; with a ``cache``, only clips not cached yet are computed, so an
         interrupted extraction resumes where it stopped."""
         if not clips.audio and clips.ids:
-            raise ValueError(
+            raise DataError(
                 f"Feature space {self.name!r} needs the clips' audio, and none was loaded: set the data's "
                 "audio folder (e.g. data.bids.audio_root), or use text spaces only."
             )
@@ -200,17 +212,52 @@ def available_spaces() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def _extractor_class(name: str) -> type[FeatureExtractor]:
+    if name not in _REGISTRY:
+        raise ConfigError(f"Unknown feature space {name!r}. Available: {', '.join(available_spaces())}.")
+    return _REGISTRY[name]
+
+
+def extractor_parameters(name: str) -> dict[str, object]:
+    """Parameters of feature space ``name`` and their defaults."""
+    signature = inspect.signature(_extractor_class(name).__init__)
+    return {p.name: p.default for p in list(signature.parameters.values())[1:]
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def check_extractor_params(name: str, params: dict, key: str = "") -> None:
+    """Raise :class:`ConfigError` if ``params`` are not parameters of ``name`` (a typo, a wrong type)."""
+    key = key or f"features.params.{name}"
+    allowed = extractor_parameters(name)
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{key}: {name!r} has no parameter(s) {unknown}; its parameters: "
+                          + ", ".join(f"{k} (default {v!r})" for k, v in allowed.items()) + ".")
+    for param, value in params.items():
+        default = allowed[param]
+        if default is None or default is inspect.Parameter.empty:
+            continue
+        expected = float if isinstance(default, float) else type(default)
+        ok = isinstance(value, expected) and not (isinstance(value, bool) and expected is not bool)
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            ok = True
+        if not ok:
+            raise ConfigError(f"{key}.{param} must be of the type of its default {default!r} "
+                              f"({type(default).__name__}), got {value!r} ({type(value).__name__}).")
+
+
 def get_extractor(name: str, **params) -> FeatureExtractor:
     """Build the registered extractor ``name`` with ``params``.
 
     Raises
     ------
-    KeyError
-        If no feature space has that name; the message lists the available ones.
+    ConfigError
+        If no feature space has that name (the message lists the available ones), or a parameter
+        is unknown or refused by the extractor.
     """
-    if name not in _REGISTRY:
-        raise KeyError(f"Unknown feature space {name!r}. Available: {', '.join(available_spaces())}.")
+    cls = _extractor_class(name)
+    check_extractor_params(name, params)
     try:
-        return _REGISTRY[name](**params)
-    except TypeError as err:
-        raise TypeError(f"Bad parameters for feature space {name!r}: {err}") from None
+        return cls(**params)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"features.params.{name}: {err}") from None

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from encoding.errors import ModelLoadError
 from encoding.features.base import AudioExtractor, FeatureFrames, register
 
 SAMPLE_RATE = 16000
@@ -56,7 +57,7 @@ def checkpoint_prefix(model: str) -> str:
         raise ValueError(f"Unknown musicnn model {model!r}; available: {MODELS}.")
     spec = importlib.util.find_spec("musicnn")
     if spec is None or spec.origin is None:
-        raise ImportError("musicnn weights need the musicnn wheel: pip install --no-deps musicnn==0.1.0 "
+        raise ModelLoadError("musicnn weights need the musicnn wheel: pip install --no-deps musicnn==0.1.0 "
                           "(install.sh does it).")
     return str(Path(spec.origin).parent / model) + "/"
 
@@ -210,6 +211,9 @@ class Musicnn(AudioExtractor):
         self.layer = layer
         self.hop = hop
         self.batch_size = batch_size
+
+    def preflight(self) -> None:
+        load_musicnn(self.model)
 
     def extract_clip(self, waveform: np.ndarray, sample_rate: int) -> FeatureFrames:
         patches, starts = log_mel_patches(waveform, sample_rate, self.hop)

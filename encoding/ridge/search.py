@@ -7,20 +7,27 @@ The work is split into tasks that a dask cluster can run as they are:
 3. pick each vertex's best (candidate, alpha), then ``refit`` the weights on all training runs,
    one task per (candidate, vertex batch).
 
-The serial path runs the same tasks in a loop, so both give identical numbers.
+The serial path runs the same tasks in a loop, so both give identical numbers. With a
+:class:`FitCache`, every finished task's output is kept on disk, keyed by everything it depends
+on, so a fit that was interrupted and started again only runs the tasks that are missing.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
-from himalaya.backend import set_backend
+from himalaya.backend import get_backend
 from himalaya.kernel_ridge import generate_dirichlet_samples
 from tqdm.auto import tqdm
 
-from encoding.ridge.problem import STRATEGIES, RidgeProblem
+from encoding.config import STRATEGIES
+from encoding.errors import ConfigError
+from encoding.ridge.backend import backend_module
+from encoding.ridge.problem import RidgeProblem
 
 
 def band_weight_candidates(n_bands: int, n_iter: int, concentration=(0.1, 1.0),
@@ -46,9 +53,8 @@ def band_weight_candidates(n_bands: int, n_iter: int, concentration=(0.1, 1.0),
     first = np.full((1, n_bands), 1.0 / n_bands)
     if n_bands == 1 or n_iter == 1:
         return first  # one band: the only candidate
-    set_backend("numpy")
-    rest = np.asarray(generate_dirichlet_samples(n_iter - 1, n_bands, list(np.atleast_1d(concentration)),
-                                                 random_state))
+    rest = generate_dirichlet_samples(n_iter - 1, n_bands, list(np.atleast_1d(concentration)), random_state)
+    rest = np.asarray(get_backend().to_numpy(rest))  # cast back from whichever backend the caller set
     return np.vstack([first, rest])
 
 
@@ -102,7 +108,7 @@ def batch_size_for(problem: RidgeProblem, n_vertices: int, n_alphas: int, strate
 
     Raises
     ------
-    MemoryError
+    ConfigError (a MemoryError too)
         If even one vertex does not fit; the message gives the memory needed.
     """
     budget = memory_gb * 2**30
@@ -112,17 +118,73 @@ def batch_size_for(problem: RidgeProblem, n_vertices: int, n_alphas: int, strate
     size = int((budget - fixed) // per_vertex)
     if size < 1:
         need = (fixed + per_vertex * min(n_vertices, 256)) / 2**30
-        raise MemoryError(
-            f"memory_gb={memory_gb:g} cannot hold the design ({problem.design_nbytes() / 2**30:.2f} GiB) and one "
-            f"candidate's factorization ({factorization / 2**30:.2f} GiB, {problem.form} form, {strategy} "
-            f"strategy). Raise memory_gb to at least {need:.2f}, or reduce the features (PCA) or the samples."
+        raise MemoryBudgetError(
+            f"model.memory_gb = {memory_gb:g} GiB cannot hold the design ({_gib(problem.design_nbytes())}) and one "
+            f"candidate's factorization ({_gib(factorization)}, {problem.form} form, {strategy} strategy). "
+            f"Raise model.memory_gb to at least {_positional(need)}, or reduce the features (PCA) or the samples."
         )
     return max(1, min(size, n_vertices))
 
 
+class MemoryBudgetError(ConfigError, MemoryError):
+    """The memory budget cannot hold one candidate's factorization."""
+
+
+def _positional(value: float) -> str:
+    """Three significant digits, never in exponent notation (a budget reads as 0.0000123, not 1.23e-05)."""
+    return np.format_float_positional(value, precision=3, unique=False, fractional=False, trim="-")
+
+
+def _gib(nbytes: float) -> str:
+    return f"{_positional(nbytes / 2**30)} GiB"
+
+
+class FitCache:
+    """Outputs of finished fit tasks on disk: ``folder/<key>/<task>.npy``, each written atomically.
+
+    The key hashes everything a task's output depends on: the design, the runs, the responses,
+    the alphas, the candidates, the strategy, the form, the backend and the vertex batch size.
+
+    Parameters
+    ----------
+    folder : path
+    problem : RidgeProblem
+    Y : ndarray, shape (n_samples, n_vertices)
+    alphas, candidates : ndarray
+    strategy : str
+    batch_size : int
+    """
+
+    REVISION = "1"  # bump when a change of the solver changes what a task returns
+
+    def __init__(self, folder: str | Path, problem: RidgeProblem, Y: np.ndarray, alphas: np.ndarray,
+                 candidates: np.ndarray, strategy: str, batch_size: int):
+        b = backend_module(problem.backend)
+        digest = hashlib.sha1(f"{self.REVISION}|{problem.form}|{problem.backend}|{strategy}|{batch_size}|"
+                              f"{[(k, s.start, s.stop) for k, s in problem.bands.items()]}".encode())
+        for array in (b.to_numpy(problem.X), np.asarray(problem.groups), Y, alphas, candidates):
+            digest.update(np.ascontiguousarray(array).tobytes())
+        self.folder = Path(folder) / digest.hexdigest()[:24]
+        self.hits = 0
+
+    def load(self, task: str) -> np.ndarray | None:
+        path = self.folder / f"{task}.npy"
+        if not path.is_file():
+            return None
+        self.hits += 1
+        return np.load(path)
+
+    def save(self, task: str, value: np.ndarray) -> None:
+        from encoding.io import atomic_path
+
+        with atomic_path(self.folder / f"{task}.npy") as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, value)
+
+
 def fit_banded_ridge(problem: RidgeProblem, Y: np.ndarray, alphas, candidates: np.ndarray,
                      memory_gb: float = 2.0, strategy: str = "auto", client=None,
-                     progress: bool = True) -> SearchResult:
+                     cache: str | Path | None = None, progress: bool = True) -> SearchResult:
     """Search band weights and alphas by cross-validation, then refit every vertex.
 
     Parameters
@@ -139,6 +201,9 @@ def fit_banded_ridge(problem: RidgeProblem, Y: np.ndarray, alphas, candidates: n
         Cross-validation strategy (``encoding.ridge.problem``); ``auto`` takes the cheaper.
     client : distributed.Client or None
         Run the tasks on this dask cluster; None runs them here, in order.
+    cache : path or None
+        Folder where finished tasks are kept (:class:`FitCache`): a fit started again with the
+        same inputs after an interruption only runs the missing tasks.
     progress : bool
         Show progress bars.
 
@@ -159,7 +224,8 @@ def fit_banded_ridge(problem: RidgeProblem, Y: np.ndarray, alphas, candidates: n
         strategy = problem.choose_strategy(n_vertices, len(alphas))
     size = batch_size_for(problem, n_vertices, len(alphas), strategy, memory_gb)
     batches = [slice(start, min(start + size, n_vertices)) for start in range(0, n_vertices, size)]
-    runner = _DaskRunner(client, problem) if client is not None else _SerialRunner(problem)
+    store = FitCache(cache, problem, Y, alphas, candidates, strategy, size) if cache else None
+    runner = _DaskRunner(client, problem, store) if client is not None else _SerialRunner(problem, store)
     profile: dict = {}
 
     start = time.perf_counter()
@@ -175,6 +241,8 @@ def fit_banded_ridge(problem: RidgeProblem, Y: np.ndarray, alphas, candidates: n
     start = time.perf_counter()
     coef = runner.refit(candidates, Y, best_candidate, best_alpha, size, progress)
     profile["refit_seconds"] = time.perf_counter() - start
+    if store is not None:
+        profile["cached_tasks"] = store.hits
     return SearchResult(coef, candidates, best_candidate, best_alpha, cv_scores.astype(np.float32), size, strategy,
                         profile)
 
@@ -192,12 +260,12 @@ def _refit_factorize_task(problem: RidgeProblem, gamma: np.ndarray):
 def _score_task(problem: RidgeProblem, factorization, Y_batch: np.ndarray):
     profile: dict = {}
     scores = problem.cv_scores(factorization, Y_batch, profile)
-    b = set_backend(problem.backend, on_error="raise")
+    b = backend_module(problem.backend)
     return b.to_numpy(scores), profile
 
 
 def _refit_task(problem: RidgeProblem, refit, Y_batch: np.ndarray, alphas: np.ndarray):
-    b = set_backend(problem.backend, on_error="raise")
+    b = backend_module(problem.backend)
     return b.to_numpy(problem.weights(refit, Y_batch, alphas)).astype(np.float32)
 
 
@@ -214,20 +282,43 @@ def _merge_profile(total: dict, part: dict) -> None:
         total[key] = total.get(key, 0) + value
 
 
+def _score_name(candidate: int, batch: slice) -> str:
+    return f"score-{candidate}-{batch.start}"
+
+
+def _refit_name(candidate: int, vertices: np.ndarray) -> str:
+    return f"refit-{candidate}-{vertices[0]}"
+
+
 class _SerialRunner:
-    def __init__(self, problem: RidgeProblem):
+    def __init__(self, problem: RidgeProblem, cache: FitCache | None = None):
         self.problem = problem
+        self.cache = cache
+
+    def _cached(self, task: str):
+        return None if self.cache is None else self.cache.load(task)
+
+    def _keep(self, task: str, value: np.ndarray) -> None:
+        if self.cache is not None:
+            self.cache.save(task, value)
 
     def score(self, candidates, Y, batches, alphas, strategy, progress, profile):
         curves = np.empty((len(candidates), len(alphas), Y.shape[1]), dtype=np.float32)
         bar = tqdm(total=len(candidates) * len(batches), desc="banded ridge: search", disable=not progress)
         for index, gamma in enumerate(candidates):
-            start = time.perf_counter()
-            factorization = _factorize_task(self.problem, gamma, alphas, strategy)
-            profile["factorize_seconds"] = profile.get("factorize_seconds", 0.0) + time.perf_counter() - start
+            factorization = None
             for batch in batches:
-                curves[index, :, batch], part = _score_task(self.problem, factorization, Y[:, batch])
-                _merge_profile(profile, part)
+                found = self._cached(_score_name(index, batch))
+                if found is None:
+                    if factorization is None:
+                        start = time.perf_counter()
+                        factorization = _factorize_task(self.problem, gamma, alphas, strategy)
+                        profile["factorize_seconds"] = (profile.get("factorize_seconds", 0.0)
+                                                        + time.perf_counter() - start)
+                    found, part = _score_task(self.problem, factorization, Y[:, batch])
+                    _merge_profile(profile, part)
+                    self._keep(_score_name(index, batch), found)
+                curves[index, :, batch] = found
                 bar.update()
             del factorization
         bar.close()
@@ -238,9 +329,13 @@ class _SerialRunner:
         groups = list(_refit_groups(best_candidate, size))
         current, refit = None, None
         for candidate, vertices in tqdm(groups, desc="banded ridge: refit", disable=not progress):
-            if candidate != current:
-                current, refit = candidate, _refit_factorize_task(self.problem, candidates[candidate])
-            coef[:, vertices] = _refit_task(self.problem, refit, Y[:, vertices], best_alpha[vertices])
+            found = self._cached(_refit_name(candidate, vertices))
+            if found is None:
+                if candidate != current:
+                    current, refit = candidate, _refit_factorize_task(self.problem, candidates[candidate])
+                found = _refit_task(self.problem, refit, Y[:, vertices], best_alpha[vertices])
+                self._keep(_refit_name(candidate, vertices), found)
+            coef[:, vertices] = found
         return coef
 
 
@@ -252,27 +347,40 @@ class _DaskRunner:
     batches it is running or has queued (dask releases them when their batches are done).
     """
 
-    def __init__(self, client, problem: RidgeProblem):
+    def __init__(self, client, problem: RidgeProblem, cache: FitCache | None = None):
         self.client = client
         self.problem = client.scatter(problem, broadcast=True)
         self.n_features = problem.n_features
+        self.local = _SerialRunner(problem, cache)  # the cache is read and written here, not on the workers
 
     def score(self, candidates, Y, batches, alphas, strategy, progress, profile):
         from distributed import as_completed
 
         client = self.client
-        Y_batches = client.scatter([np.ascontiguousarray(Y[:, batch]) for batch in batches])
-        futures = {}
-        for index, gamma in enumerate(candidates):
-            factorization = client.submit(_factorize_task, self.problem, gamma, alphas, strategy, pure=False)
-            for batch, Y_batch in zip(batches, Y_batches):
-                future = client.submit(_score_task, self.problem, factorization, Y_batch, pure=False)
-                futures[future] = (index, batch)
         curves = np.empty((len(candidates), len(alphas), Y.shape[1]), dtype=np.float32)
+        missing = {}
+        for index in range(len(candidates)):
+            for batch in batches:
+                found = self.local._cached(_score_name(index, batch))
+                if found is None:
+                    missing.setdefault(index, []).append(batch)
+                else:
+                    curves[index, :, batch] = found
+        needed = sorted({(b.start, b.stop) for parts in missing.values() for b in parts})
+        Y_batches = dict(zip(needed, client.scatter([np.ascontiguousarray(Y[:, a:b]) for a, b in needed])))
+        futures = {}
+        for index, parts in missing.items():
+            factorization = client.submit(_factorize_task, self.problem, candidates[index], alphas, strategy,
+                                          pure=False)
+            for batch in parts:
+                future = client.submit(_score_task, self.problem, factorization, Y_batches[batch.start, batch.stop],
+                                       pure=False)
+                futures[future] = (index, batch)
         with tqdm(total=len(futures), desc="banded ridge: search (dask)", disable=not progress) as bar:
             for future, (scores, part) in as_completed(futures, with_results=True):
                 index, batch = futures[future]
                 curves[index, :, batch] = scores
+                self.local._keep(_score_name(index, batch), scores)
                 _merge_profile(profile, part)
                 bar.update()
         return curves
@@ -281,18 +389,24 @@ class _DaskRunner:
         from distributed import as_completed
 
         client = self.client
+        coef = np.empty((self.n_features, Y.shape[1]), dtype=np.float32)
         refits, futures = {}, {}
         for candidate, vertices in _refit_groups(best_candidate, size):
+            found = self.local._cached(_refit_name(candidate, vertices))
+            if found is not None:
+                coef[:, vertices] = found
+                continue
             if candidate not in refits:
                 refits[candidate] = client.submit(_refit_factorize_task, self.problem, candidates[candidate],
                                                   pure=False)
             Y_part = client.scatter(np.ascontiguousarray(Y[:, vertices]))
             future = client.submit(_refit_task, self.problem, refits[candidate], Y_part, best_alpha[vertices],
                                    pure=False)
-            futures[future] = vertices
-        coef = np.empty((self.n_features, Y.shape[1]), dtype=np.float32)
+            futures[future] = (candidate, vertices)
         with tqdm(total=len(futures), desc="banded ridge: refit (dask)", disable=not progress) as bar:
             for future, weights in as_completed(futures, with_results=True):
-                coef[:, futures[future]] = weights
+                candidate, vertices = futures[future]
+                coef[:, vertices] = weights
+                self.local._keep(_refit_name(candidate, vertices), weights)
                 bar.update()
         return coef

@@ -23,6 +23,7 @@ from scipy.signal import lfilter
 from atlases.rois import landmark_distance
 from atlases.surface import smooth
 from encoding.design import zscore
+from encoding.errors import DataError, MissingInputError
 
 N_VERTICES = 20484
 
@@ -83,7 +84,7 @@ def territory_shares(
         Shares; their sum over spaces never exceeds ``peak_share``.
     """
     if not 0 < peak_share < 1:
-        raise ValueError(f"peak_share must lie in (0, 1), got {peak_share}.")
+        raise DataError(f"peak_share must lie in (0, 1), got {peak_share}.")
     shares = []
     for landmarks in territories.values():
         dist = np.min([landmark_distance(name) for name in landmarks], axis=0)
@@ -119,7 +120,7 @@ def planted_weights(
     """
     X = zscore(train_features).astype(np.float64)
     if not np.isfinite(X).all():
-        raise ValueError("Planted-space features contain NaN or inf.")
+        raise DataError("Planted-space features contain NaN or inf.")
     # principal axes from the covariance's eigendecomposition (robust where LAPACK's SVD may not converge)
     eigval, eigvec = np.linalg.eigh(X.T @ X)
     eigval, eigvec = eigval[::-1], eigvec[:, ::-1]
@@ -193,7 +194,7 @@ class NoiseGenerator:
     def __init__(self, kind: str, rng: np.random.Generator, rest_share: float = 0.5, phi: float = 0.3,
                  smoothing: int = 2):
         if kind not in ("auto", "resting_state", "synthetic"):
-            raise ValueError(f"noise must be 'auto', 'resting_state' or 'synthetic', got {kind!r}.")
+            raise DataError(f"noise must be 'auto', 'resting_state' or 'synthetic', got {kind!r}.")
         self.rng = rng
         self.rest_share = rest_share
         self.phi = phi
@@ -243,7 +244,7 @@ def load_resting_state(required: bool = False) -> np.ndarray | None:
     spec = importlib.util.find_spec("brainspace")
     if spec is None or spec.origin is None:
         if required:
-            raise ImportError(
+            raise MissingInputError(
                 "Resting-state noise needs brainspace's bundled data: pip install --no-deps brainspace "
                 "(install.sh does it), or set the simulation's noise to 'synthetic'."
             )
@@ -255,7 +256,7 @@ def load_resting_state(required: bool = False) -> np.ndarray | None:
     for h in ("lh", "rh"):
         files = sorted(folder.glob(f"*.fsa5.{h}.mgz"))
         if not files:
-            raise FileNotFoundError(f"brainspace is installed but {folder} holds no *.fsa5.{h}.mgz run.")
+            raise MissingInputError(f"brainspace is installed but {folder} holds no *.fsa5.{h}.mgz run.")
         image = nib.load(files[0])
         hemis.append(np.asarray(image.get_fdata(dtype=np.float32)).reshape(-1, image.shape[-1]))
     return zscore(np.concatenate(hemis).T)

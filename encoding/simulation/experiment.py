@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from encoding.config import SimulationConfig
 from encoding.data import Experiment, Run
 from encoding.design import align_to_trs
 from encoding.features import get_extractor
@@ -21,68 +21,6 @@ from encoding.simulation.brain import (
     territory_shares,
 )
 from encoding.simulation.music import synthesize_clips
-
-DEFAULT_TERRITORIES = {"logmel": ["HG"], "modulation": ["PT"], "caption": ["aSTG", "mSTS"]}
-
-
-@dataclass
-class SimulationConfig:
-    """Sizes and ground truth of the simulated experiment.
-
-    The shape follows OpenNeuro ds003720 (Nakai et al.): 15-s clips back to back, TR 1.5 s,
-    training runs of distinct clips, and test runs that repeat one sequence of test clips
-    (ds003720: 12 training runs of 40 clips, 6 test runs; here scaled down by default).
-
-    Attributes
-    ----------
-    n_train_runs, clips_per_run : int
-        Training runs and distinct clips in each.
-    n_test_clips, n_test_repeats : int
-        Clips of the test sequence and how many runs repeat it.
-    tr, clip_duration : float
-        Seconds.
-    extra_trs : int
-        Volumes recorded after the last clip (the haemodynamic tail).
-    sample_rate : int
-        Audio sampling rate, Hz.
-    territories : dict of str to list of str
-        Planted feature spaces and the auditory landmarks each one drives.
-    peak_share : float
-        Share of response variance driven by the stimulus at a territory centre.
-    width : float
-        Territory width (Gaussian sigma), mm of geodesic distance.
-    n_components : int
-        Planted weights span this many leading principal axes of each space.
-    noise : {"auto", "resting_state", "synthetic"}
-        Noise source (see :class:`encoding.simulation.brain.NoiseGenerator`).
-    seed : int
-        Seed of clips, weights and noise.
-    """
-
-    n_train_runs: int = 6
-    clips_per_run: int = 20
-    n_test_clips: int = 16
-    n_test_repeats: int = 4
-    tr: float = 1.5
-    clip_duration: float = 15.0
-    extra_trs: int = 8
-    sample_rate: int = 16000
-    territories: dict[str, list[str]] = field(default_factory=lambda: {k: list(v) for k, v in DEFAULT_TERRITORIES.items()})
-    peak_share: float = 0.5
-    width: float = 8.0
-    n_components: int = 6
-    noise: str = "auto"
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("n_train_runs", "clips_per_run", "n_test_clips", "n_test_repeats", "sample_rate"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"simulation.{name} must be at least 1, got {getattr(self, name)}.")
-        if self.n_train_runs < 2:
-            raise ValueError("simulation.n_train_runs must be at least 2 (leave-one-run-out CV).")
-        if self.tr <= 0 or self.clip_duration <= 0:
-            raise ValueError("simulation.tr and simulation.clip_duration must be positive seconds.")
-
 
 def schedule(clip_ids: list[str], clip_duration: float) -> pd.DataFrame:
     """Clips back to back from t = 0: columns ``clip_id``, ``onset``, ``duration`` (s)."""

@@ -1,14 +1,14 @@
 """Statistics for papers: permutation tests with FWER/FDR, variance partitioning, group level, reports.
 
-Noise ceilings live in :mod:`encoding.noise_ceiling`.
+Statistics only: the pipeline's statistics step (:func:`encoding.pipeline.run_statistics`) calls
+these. Noise ceilings live in :mod:`encoding.noise_ceiling`.
 """
 
-from encoding.stats.analysis import StatisticsResults, fit_subset_models, run_statistics
 from encoding.stats.group import one_sample_t, roi_mixed_model, sign_flip_test
 from encoding.stats.partition import clip_negative, partition_variance, subsets, unique_bootstrap
 from encoding.stats.permutation import PermutationResult, permutation_indices, permutation_test
 from encoding.stats.report import methods_paragraph, write_table
 
-__all__ = ["PermutationResult", "StatisticsResults", "clip_negative", "fit_subset_models", "methods_paragraph",
-           "one_sample_t", "partition_variance", "permutation_indices", "permutation_test", "roi_mixed_model",
-           "run_statistics", "sign_flip_test", "subsets", "unique_bootstrap", "write_table"]
+__all__ = ["PermutationResult", "clip_negative", "methods_paragraph", "one_sample_t", "partition_variance",
+           "permutation_indices", "permutation_test", "roi_mixed_model", "sign_flip_test", "subsets",
+           "unique_bootstrap", "write_table"]

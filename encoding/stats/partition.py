@@ -21,7 +21,7 @@ from itertools import combinations
 
 import numpy as np
 
-from encoding.scoring import r2_score
+from encoding.scoring import r2_from_sums, r2_score
 
 
 def subsets(spaces: Sequence[str]) -> list[tuple[str, ...]]:
@@ -133,10 +133,10 @@ def unique_bootstrap(Y_test: np.ndarray, predictions: Mapping[tuple[str, ...], n
         columns = slice(first, first + chunk)
         y = Y[:, columns]
         total = resampled_sums(y)
-        total_squares = np.maximum(resampled_sums(y**2) - total**2 / n, 1e-12)
+        total_squares = resampled_sums(y**2) - total**2 / n
 
         def replicates(model: tuple[str, ...]) -> np.ndarray:  # R^2 of each replicate
-            return 1.0 - resampled_sums((y - predictions[model][:, columns]) ** 2) / total_squares
+            return r2_from_sums(resampled_sums((y - predictions[model][:, columns]) ** 2), total_squares, n)
 
         full = replicates(spaces)
         for space in spaces:

@@ -31,12 +31,16 @@ import numpy as np
 from statsmodels.stats.multitest import multipletests
 from tqdm.auto import tqdm
 
+from encoding.config import CORRECTIONS, METRICS, NULLS, SCHEMES
 from encoding.ridge import RidgeProblem
+from encoding.scoring import Scorer
 
-SCHEMES = ("blocks", "circular", "trs")
-NULLS = ("refit", "test")
-METRICS = ("r2", "r")
-CORRECTIONS = ("fwer", "fdr_bh", "fdr_by", "none")
+
+
+def shortest_permutable_run(scheme: str, block_length: int) -> int:
+    """Fewest samples a run needs to be permuted under ``scheme``: two blocks, or a shift of at least
+    ``block_length`` either way (one more sample); shorter runs would only ever be left as they are."""
+    return {"trs": 2, "blocks": 2 * block_length, "circular": 2 * block_length + 1}[scheme]
 
 
 def permutation_indices(groups: np.ndarray, scheme: str, block_length: int, rng: np.random.Generator) -> np.ndarray:
@@ -65,15 +69,15 @@ def permutation_indices(groups: np.ndarray, scheme: str, block_length: int, rng:
     for run in np.unique(groups):
         members = np.flatnonzero(groups == run)
         n = len(members)
+        if n < shortest_permutable_run(scheme, block_length):
+            raise ValueError(f"Run {run} has {n} samples: {scheme} permutations with block_length {block_length} need "
+                             f"at least {shortest_permutable_run(scheme, block_length)}; use a shorter block_length.")
         if scheme == "trs":
             order = rng.permutation(n)
         elif scheme == "blocks":
             blocks = [np.arange(start, min(start + block_length, n)) for start in range(0, n, block_length)]
             order = np.concatenate([blocks[i] for i in rng.permutation(len(blocks))])
         else:
-            if n < 2 * block_length + 1:
-                raise ValueError(f"Run {run} has {n} samples: circular shifts of at least {block_length} need "
-                                 f"at least {2 * block_length + 1}; use a shorter block_length or 'blocks'.")
             order = np.roll(np.arange(n), int(rng.integers(block_length, n - block_length + 1)))
         indices[members] = members[order]
     return indices
@@ -193,8 +197,7 @@ def permutation_test(model, X_train: np.ndarray, Y_train: np.ndarray, groups: np
     rng = np.random.default_rng(random_state)
     settings = dict(null=null, scheme=scheme, block_length=block_length, metric=metric, seed=random_state)
     names = [metric] + ([f"split_r2:{band}" for band in model.band_names_] if split else [])
-    scorer = _Scorer(Y_test, metric)
-    observed = [scorer(model.predict(X_test))]
+    observed = [Scorer(Y_test).score(model.predict(X_test), metric)]
     if split:
         observed += list(model.score_split(X_test, Y_test))
     accumulators = [_NullAccumulator(o, n_permutations) for o in observed]
@@ -205,7 +208,7 @@ def permutation_test(model, X_train: np.ndarray, Y_train: np.ndarray, groups: np
         everything = np.arange(Y_test.shape[1])
         for k in tqdm(range(n_permutations), desc="permutations (test null)", disable=not progress):
             order = permutation_indices(test_groups, scheme, block_length, rng)
-            accumulators[0].add(everything, [k], _Scorer(Y_test[order], metric)(prediction)[None])
+            accumulators[0].add(everything, [k], Scorer(Y_test[order]).score(prediction, metric)[None])
     else:
         orders = np.stack([permutation_indices(groups, scheme, block_length, rng) for _ in range(n_permutations)])
         refit = _RefitNull(model, X_train, groups, X_test)
@@ -213,14 +216,13 @@ def permutation_test(model, X_train: np.ndarray, Y_train: np.ndarray, groups: np
         bar = tqdm(total=len(refit.groups), desc="permutations (refit null, vertex groups)", disable=not progress)
         for vertices, hat in refit.hats(split):
             Y_group = Y_train[:, vertices]
-            group_scorer = _Scorer(Y_test[:, vertices], metric)
+            group_scorer = Scorer(Y_test[:, vertices])
             for first in range(0, n_permutations, chunk):
                 ks = range(first, min(first + chunk, n_permutations))
                 predictions = refit.predictions(hat, orders[list(ks)], Y_group)  # (k, n_bands, n_test, v)
-                totals = predictions.sum(axis=1)
-                accumulators[0].add(vertices, ks, np.stack([group_scorer(t) for t in totals]))
+                accumulators[0].add(vertices, ks, group_scorer.score(predictions.sum(axis=1), metric))
                 if split:
-                    shares = _split_r2_batch(Y_test[:, vertices], predictions)  # (k, bands, v)
+                    shares = group_scorer.split_r2(predictions)  # (k, bands, v)
                     for band, accumulator in enumerate(accumulators[1:]):
                         accumulator.add(vertices, ks, shares[:, band])
             bar.update()
@@ -240,38 +242,6 @@ def _check_centred_runs(Y: np.ndarray, groups: np.ndarray) -> None:
                 "Permutations within runs keep run means, which would carry signal into the null: "
                 "z-score the responses per run (encoding.design does) before testing."
             )
-
-
-class _Scorer:
-    """R^2 or Pearson r (as ``encoding.scoring``) of many predictions against fixed responses: the
-    responses' centring and sum of squares are computed once, and floored so that a constant vertex
-    scores very low instead of NaN (NaN would compare as never exceeded by the null)."""
-
-    def __init__(self, Y: np.ndarray, metric: str):
-        self.metric = metric
-        self.Y = Y
-        self.centred = Y - Y.mean(axis=0)
-        self.total = np.maximum((self.centred**2).sum(axis=0), 1e-12)
-
-    def __call__(self, prediction: np.ndarray) -> np.ndarray:
-        if self.metric == "r2":
-            return 1.0 - ((self.Y - prediction) ** 2).sum(axis=0) / self.total
-        centred = prediction - prediction.mean(axis=0)
-        norm = np.sqrt(self.total * np.maximum((centred**2).sum(axis=0), 1e-12))
-        return np.einsum("ij,ij->j", self.centred, centred) / norm
-
-
-def _split_r2_batch(Y: np.ndarray, predictions: np.ndarray) -> np.ndarray:
-    """himalaya's ``r2_score_split`` of the centred responses (as ``BandedRidgeEncoder.score_split``)
-    for many predictions at once, shape (n_predictions, n_bands, n_vertices).
-
-    The same decomposition, vectorised: with ``y`` centred and ``P = sum_b p_b``,
-    ``share_b = (2 y . p_b - p_b . P) / ||y||^2``, and the shares sum to ``1 - ||y - P||^2 / ||y||^2``.
-    """
-    Y = Y - Y.mean(axis=0)
-    total = predictions.sum(axis=1)  # (k, t, v)
-    norm = np.maximum((Y**2).sum(axis=0), 1e-12)
-    return (2 * np.einsum("tv,kbtv->kbv", Y, predictions) - np.einsum("kbtv,ktv->kbv", predictions, total)) / norm
 
 
 class _NullAccumulator:

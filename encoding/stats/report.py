@@ -57,7 +57,8 @@ def methods_paragraph(cfg, design, model, statistics=None, n_vertices: int | Non
     alphas = np.asarray(cfg.model.alphas)
     n_runs = len(design.train_run_ids)
     n_vertices = n_vertices or design.Y_train.shape[1]
-    repeats = design.Y_test_repeats.shape[0] if design.Y_test_repeats is not None else None
+    repeats = design.Y_test_repeats.shape[0] if design.Y_test_repeats is not None else 1
+    repeats = repeats if repeats >= 2 else None  # noise ceilings need at least two presentations
     text = [
         f"Responses were modelled with banded ridge regression (brain2music), one regularisation strength per "
         f"feature space and vertex. The {len(spaces)} feature space{'s' if len(spaces) > 1 else ''}"

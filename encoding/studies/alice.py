@@ -14,8 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from encoding.config import DesignConfig, ModelConfig
-from encoding.preprocessing import PreprocessingConfig
+from encoding.config import DesignConfig, ModelConfig, PreprocessingConfig
 from encoding.datasets.alice import REGRESSORS, ROIS, subjects, tables_config
 from encoding.datasets.tables import load_tables
 from encoding.pipeline import build_design, fit_model, score_model
