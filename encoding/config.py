@@ -694,6 +694,10 @@ class PipelineConfig(Section):
         provided = self.data.regressor_names()
         check_spaces(self.features.spaces, "features.spaces", provided)
         check_spaces([s for s in self.features.params if s not in provided], "features.params")
+        given = sorted(set(self.features.params) & set(provided))
+        if given:
+            raise ConfigError(f"features.params gives parameters to {given}, regressors of the data: they are "
+                              "used as they are and take none.")
         for space, params in self.features.params.items():
             if space not in provided:
                 get_extractor(space, **params)  # parameter names, types and values (no model is loaded)

@@ -412,13 +412,14 @@ def run_pipeline(config: PipelineConfig, out_dir: str | Path | None = None, prog
     steps = tqdm(total=7 if out_dir else 6, desc="brain2music", disable=not progress, delay=0.5)
 
     def step(name: str, func, *args, **kwargs):
-        steps.set_postfix_str(name)
+        steps.set_postfix_str(name, refresh=False)
         start = time.perf_counter()
         out = func(*args, **kwargs)
         timings[name] = round(time.perf_counter() - start, 3)
         steps.update()
         return out
 
+    done = False
     try:
         preflight(config)
         experiment, truth = step("data", load_data, config.data, config.features.params, progress)
@@ -435,7 +436,9 @@ def run_pipeline(config: PipelineConfig, out_dir: str | Path | None = None, prog
 
             step("outputs", write_outputs, run, folder.staging)
             folder.commit()
+        done = True
     finally:
+        steps.leave = done  # a failed run clears its bar: the error message stands on its own line
         steps.close()
         if folder is not None:
             folder.discard()  # nothing is left behind unless committed

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import numpy as np
 import pytest
@@ -66,7 +67,8 @@ def run_cli(capsys, *args) -> tuple[int, str]:
 
 def assert_user_error(code: int, err: str, *fragments: str) -> None:
     assert code == 2, err
-    message = err.strip().splitlines()[-1]  # progress bars, when shown, come before it
+    # progress bars, when shown, come before it (cleared with carriage returns and cursor moves)
+    message = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", err.strip().splitlines()[-1]).strip()
     assert "Traceback" not in err and message.startswith("brain2music: error: "), err
     for fragment in fragments:
         assert fragment in message, f"{fragment!r} not in {message!r}"
@@ -113,6 +115,8 @@ OPTION_CASES = [
      ["features.params.logmel.n_mels must be of the type of its default 32 (int), got '32' (str)"]),
     ("space-param-value", "features.params", {"musicnn": {"layer": "conv9"}},
      ["features.params.musicnn: Unknown musicnn layer 'conv9'"]),
+    ("params-for-a-regressor", "features.params", {"loud": {"hop": 1.0}},
+     ["features.params gives parameters to ['loud'], regressors of the data"]),
     ("pca-unfitted-space", "features.pca", {"caption": 8}, ["features.pca names spaces that are not in features.spaces"]),
     ("pca-zero", "features.pca", {"loud": 0}, ["features.pca asks for fewer than 1 component"]),
     ("section-unknown", "modle", {"n_iter": 3}, ["Unknown option(s) 'modle' in the config; valid keys: data,"]),
@@ -241,6 +245,11 @@ def test_missing_events_gifti_size_and_bids_root(tmp_path, capsys):
                       "1 BOLD run(s) of task 'Training' have no events file",
                       "sub-001_task-Training_run-02_hemi-L_space-fsaverage5_bold.func.gii")
     (func / "sub-001_task-Training_run-02_events.tsv").write_text(events)
+    file.write_text(tomli_w.dumps(changed(base, "data.bids.test_runs", ["07"])))
+    assert_user_error(*run_cli(capsys, "fit", file, "--out", tmp_path / "o"),
+                      "data.bids.test_runs names runs ['07'] that task 'Training' of sub-001 does not have",
+                      "its runs: ['01', '02']")
+    file.write_text(tomli_w.dumps(base))
     assert_user_error(*run_cli(capsys, "fit", file, "--out", tmp_path / "o"),
                       "_bold.func.gii: 40 vertices per volume, but fsaverage5 has 10,242 per hemisphere")
     file.write_text(tomli_w.dumps(changed(base, "data.bids.root", str(tmp_path / "nowhere"))))

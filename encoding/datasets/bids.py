@@ -244,7 +244,13 @@ def load_design(cfg: BidsConfig, progress: bool = True, with_bold: bool = False
     for task, role in ((cfg.train_task, "train"), (cfg.test_task, "test")):
         if not task:
             continue
-        for run in find_runs(cfg, task, with_bold=with_bold):
+        found = find_runs(cfg, task, with_bold=with_bold)
+        if role == "train":
+            unknown = sorted(set(cfg.test_runs) - {run.run for run in found})
+            if unknown:
+                raise DataError(f"data.bids.test_runs names runs {unknown} that task {task!r} of sub-{cfg.subject} "
+                                f"does not have; its runs: {sorted(run.run for run in found)}.")
+        for run in found:
             run_role = "test" if run.run in cfg.test_runs else role
             runs.append((run, read_run_events(run, cfg, test=run_role == "test"), run_role))
     table = clip_table_from_events([ev for _, ev, _ in runs])
