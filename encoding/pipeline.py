@@ -42,7 +42,14 @@ from encoding.model import BandedRidgeEncoder
 from encoding.noise_ceiling import cc_norm, explainable_variance, reliable_vertices
 from encoding.scoring import correlation_score, r2_score
 from encoding.simulation import GroundTruth, simulate_experiment
-from encoding.stats import PermutationResult, partition_variance, permutation_test, subsets, unique_bootstrap
+from encoding.stats import (
+    PermutationResult,
+    fdr_within,
+    partition_variance,
+    permutation_test,
+    subsets,
+    unique_bootstrap,
+)
 from encoding.stats.permutation import shortest_permutable_run
 
 MAX_PARTITION_SPACES = 4  # 2^4 - 1 = 15 subset models
@@ -371,17 +378,11 @@ def run_statistics(model: BandedRidgeEncoder, design: Design, cfg: StatisticsCon
         results.atoms = partition_variance(scores, list(design.bands))
         tests = unique_bootstrap(design.Y_test, predictions, list(design.bands), cfg.n_bootstrap,
                                  cfg.block_length, cfg.random_state)
-        from statsmodels.stats.multitest import multipletests
-
         # unique variance is tested where the full model predicts significantly (a hierarchical
-        # procedure: elsewhere there is no explained variance to partition); vertices without a
-        # p-value (constant responses) stay out of the FDR too
+        # procedure: elsewhere there is no explained variance to partition)
         tested = results.significant() if results.permutation is not None else np.ones(design.Y_test.shape[1], bool)
         for values in tests.values():
-            values["p_fdr"] = np.full_like(values["p"], np.nan)
-            keep = tested & np.isfinite(values["p"])
-            if keep.any():
-                values["p_fdr"][keep] = multipletests(values["p"][keep], method="fdr_bh")[1]
+            values["p_fdr"] = fdr_within(values["p"], tested)
         results.unique_tests = tests
         results.timings["unique_bootstrap"] = round(time.perf_counter() - start, 3)
     elif cfg.partition and n_bands > MAX_PARTITION_SPACES:

@@ -48,3 +48,29 @@ def make_experiment(n_vertices: int = 5, n_trs: int = 30, tr: float = 1.5, rng=N
     runs += [Run(f"test-{i}", rng.standard_normal((n_trs, n_vertices)), tr, events, role="test", repeat_id="seq")
              for i in range(2)]
     return Experiment("s01", runs, clips, space="roi")
+
+
+def tables_config(root) -> dict:
+    """A valid config: 3 ROIs and one regressor, one run cut into 4 blocks (the last one held out)."""
+    return {
+        "data": {"source": "tables",
+                 "tables": {"root": str(root), "tr": 2.0, "n_blocks": 4, "test_blocks": [-1],
+                            "runs": [{"responses": "y.tsv", "regressors": {"loud": "x.txt"}}]},
+                 "preprocessing": {"detrend": "none"}},
+        "features": {"spaces": ["loud"]},
+        "design": {"delays": [0, 1]},
+        "model": {"n_iter": 2, "n_alphas": 5},
+        "statistics": {"n_permutations": 20, "n_bootstrap": 20},
+    }
+
+
+@pytest.fixture
+def table_data(tmp_path):
+    """Files of the table data set (400 volumes)."""
+    rng = np.random.default_rng(0)
+    x = np.convolve(rng.standard_normal(400), np.ones(4) / 4, mode="same")
+    Y = rng.standard_normal((400, 3))
+    Y[:, 0] += 2 * x
+    np.savetxt(tmp_path / "y.tsv", Y, delimiter="\t", header="A1\tSTG\tV1", comments="")
+    np.savetxt(tmp_path / "x.txt", x)
+    return tmp_path

@@ -16,33 +16,9 @@ import numpy as np
 import pytest
 import tomli_w
 
+from conftest import tables_config
+
 from encoding.cli import main
-
-
-def tables_config(root) -> dict:
-    """A valid config: 3 ROIs and one regressor, one run cut into 4 blocks (the last one held out)."""
-    return {
-        "data": {"source": "tables",
-                 "tables": {"root": str(root), "tr": 2.0, "n_blocks": 4, "test_blocks": [-1],
-                            "runs": [{"responses": "y.tsv", "regressors": {"loud": "x.txt"}}]},
-                 "preprocessing": {"detrend": "none"}},
-        "features": {"spaces": ["loud"]},
-        "design": {"delays": [0, 1]},
-        "model": {"n_iter": 2, "n_alphas": 5},
-        "statistics": {"n_permutations": 20, "n_bootstrap": 20},
-    }
-
-
-@pytest.fixture
-def data(tmp_path):
-    """Files of the table data set (400 volumes)."""
-    rng = np.random.default_rng(0)
-    x = np.convolve(rng.standard_normal(400), np.ones(4) / 4, mode="same")
-    Y = rng.standard_normal((400, 3))
-    Y[:, 0] += 2 * x
-    np.savetxt(tmp_path / "y.tsv", Y, delimiter="\t", header="A1\tSTG\tV1", comments="")
-    np.savetxt(tmp_path / "x.txt", x)
-    return tmp_path
 
 
 def changed(config: dict, path: str, value) -> dict:
@@ -143,11 +119,11 @@ OPTION_CASES = [
 
 
 @pytest.mark.parametrize("case, path, value, fragments", OPTION_CASES, ids=[c[0] for c in OPTION_CASES])
-def test_wrong_option_is_one_message_before_any_work(data, capsys, case, path, value, fragments):
-    config = changed(tables_config(data), path, value)
-    file = data / "config.toml"
+def test_wrong_option_is_one_message_before_any_work(table_data, capsys, case, path, value, fragments):
+    config = changed(tables_config(table_data), path, value)
+    file = table_data / "config.toml"
     file.write_text(tomli_w.dumps(config))
-    out = data / "out"
+    out = table_data / "out"
     code, err = run_cli(capsys, "fit", file, "--out", out, "--no-progress")
     assert_user_error(code, err, str(file), *fragments)
     assert not out.exists()  # nothing was started
@@ -172,16 +148,16 @@ DATA_CASES = [
 
 
 @pytest.mark.parametrize("case, spoil, fragments", DATA_CASES, ids=[c[0] for c in DATA_CASES])
-def test_wrong_data_is_one_message_and_no_output(data, capsys, case, spoil, fragments):
-    config = tables_config(data)
-    spoil(config, data)
-    file = data / "config.toml"
+def test_wrong_data_is_one_message_and_no_output(table_data, capsys, case, spoil, fragments):
+    config = tables_config(table_data)
+    spoil(config, table_data)
+    file = table_data / "config.toml"
     file.write_text(tomli_w.dumps(config))
-    out = data / "out"
+    out = table_data / "out"
     code, err = run_cli(capsys, "fit", file, "--out", out, "--no-progress")
     assert_user_error(code, err, *fragments)
     assert "at least 0.00," not in err  # a memory size is never rounded to zero
-    assert not out.exists() and not list(data.glob(".out.partial-*"))
+    assert not out.exists() and not list(table_data.glob(".out.partial-*"))
 
 
 def test_config_file_problems(tmp_path, capsys):
@@ -197,30 +173,30 @@ def test_config_file_problems(tmp_path, capsys):
     assert_user_error(*run_cli(capsys, "sweep", empty), "[sweep] needs a space and values to sweep")
 
 
-def test_output_folder_problems_are_found_first(data, capsys):
-    file = data / "config.toml"
-    file.write_text(tomli_w.dumps(tables_config(data)))
-    (data / "a-file").write_text("x")
-    assert_user_error(*run_cli(capsys, "fit", file, "--out", data / "a-file"),
+def test_output_folder_problems_are_found_first(table_data, capsys):
+    file = table_data / "config.toml"
+    file.write_text(tomli_w.dumps(tables_config(table_data)))
+    (table_data / "a-file").write_text("x")
+    assert_user_error(*run_cli(capsys, "fit", file, "--out", table_data / "a-file"),
                       "Output folder", "a-file is a file: choose another --out")
-    assert_user_error(*run_cli(capsys, "fit", file, "--out", data / "a-file" / "out"),
+    assert_user_error(*run_cli(capsys, "fit", file, "--out", table_data / "a-file" / "out"),
                       "Cannot write the output folder", "Choose a writable --out")
-    mine = data / "my-thesis"
+    mine = table_data / "my-thesis"
     mine.mkdir()
     (mine / "chapter1.tex").write_text("precious")
     assert_user_error(*run_cli(capsys, "fit", file, "--out", mine), "holds files that brain2music did not write")
     assert (mine / "chapter1.tex").read_text() == "precious"
 
 
-def test_paths_in_a_config_are_relative_to_its_folder(data, capsys, tmp_path_factory, monkeypatch):
-    config = tables_config(data)
+def test_paths_in_a_config_are_relative_to_its_folder(table_data, capsys, tmp_path_factory, monkeypatch):
+    config = tables_config(table_data)
     config["data"]["tables"]["root"] = "."  # relative: the folder of config.toml, not the current directory
-    file = data / "config.toml"
+    file = table_data / "config.toml"
     file.write_text(tomli_w.dumps(config))
     monkeypatch.chdir(tmp_path_factory.mktemp("elsewhere"))
     assert main(["fit", str(file), "--out", "out", "--no-progress"]) == 0, capsys.readouterr().err
     summary = json.loads(open("out/summary.json").read())
-    assert summary["provenance"]["config"]["data"]["tables"]["root"] == str(data.resolve())
+    assert summary["provenance"]["config"]["data"]["tables"]["root"] == str(table_data.resolve())
 
 
 def test_missing_events_gifti_size_and_bids_root(tmp_path, capsys):
@@ -266,30 +242,30 @@ def test_a_model_that_cannot_load_stops_before_the_data(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-def test_a_bug_is_a_traceback_with_a_request_to_report_it(data, capsys, monkeypatch):
+def test_a_bug_is_a_traceback_with_a_request_to_report_it(table_data, capsys, monkeypatch):
     import encoding.pipeline
 
     def broken(*args, **kwargs):
         raise RuntimeError("an internal inconsistency")
 
     monkeypatch.setattr(encoding.pipeline, "fit_model", broken)
-    file = data / "config.toml"
-    file.write_text(tomli_w.dumps(tables_config(data)))
-    code, err = run_cli(capsys, "fit", file, "--out", data / "out", "--no-progress")
+    file = table_data / "config.toml"
+    file.write_text(tomli_w.dumps(tables_config(table_data)))
+    code, err = run_cli(capsys, "fit", file, "--out", table_data / "out", "--no-progress")
     assert code == 1
     assert "Traceback" in err and "RuntimeError: an internal inconsistency" in err
     assert "this is a bug, not a mistake in your input. Please report it" in err
-    assert not (data / "out").exists()
+    assert not (table_data / "out").exists()
 
 
-def test_ctrl_c_says_what_was_kept_and_leaves_the_earlier_run_whole(data, capsys, monkeypatch):
+def test_ctrl_c_says_what_was_kept_and_leaves_the_earlier_run_whole(table_data, capsys, monkeypatch):
     import encoding.pipeline
 
-    config = tables_config(data)
+    config = tables_config(table_data)
     config["model"]["cache"] = "fit-cache"
-    file = data / "config.toml"
+    file = table_data / "config.toml"
     file.write_text(tomli_w.dumps(config))
-    out = data / "out"
+    out = table_data / "out"
     assert main(["fit", str(file), "--out", str(out), "--no-progress"]) == 0
     before = (out / "summary.json").read_text()
 
@@ -302,6 +278,6 @@ def test_ctrl_c_says_what_was_kept_and_leaves_the_earlier_run_whole(data, capsys
     err = capsys.readouterr().err.strip()
     assert code == 130 and len(err.splitlines()) == 1 and "Traceback" not in err
     assert f"interrupted; nothing was written to {out} (the earlier run there is untouched)" in err
-    assert f"finished fit batches are kept in {data.resolve() / 'fit-cache'}: run the same command again to resume" in err
+    assert f"finished fit batches are kept in {table_data.resolve() / 'fit-cache'}: run the same command again to resume" in err
     assert (out / "summary.json").read_text() == before
-    assert not list(data.glob(".out.*"))
+    assert not list(table_data.glob(".out.*"))

@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pytest
 import tomli_w
+from conftest import tables_config
 
 import encoding.ridge.search as search
 from encoding.cli import main
@@ -91,20 +92,11 @@ def test_an_interrupted_fit_resumes_without_refitting_finished_batches(tmp_path,
     assert not np.array_equal(other.coef, reference.coef)
 
 
-def test_a_rerun_of_the_cli_replaces_figures_of_the_earlier_run(tmp_path, capsys):
-    rng = np.random.default_rng(0)
-    x = np.convolve(rng.standard_normal(400), np.ones(4) / 4, mode="same")
-    Y = rng.standard_normal((400, 3))
-    Y[:, 0] += 2 * x
-    np.savetxt(tmp_path / "y.tsv", Y, delimiter="\t", header="A1\tSTG\tV1", comments="")
-    np.savetxt(tmp_path / "x.txt", x)
-    config = {"data": {"source": "tables", "tables": {"root": ".", "n_blocks": 4, "test_blocks": [-1], "runs": [
-        {"responses": "y.tsv", "regressors": {"loud": "x.txt"}}]}, "preprocessing": {"detrend": "none"}},
-        "features": {"spaces": ["loud"]}, "design": {"delays": [0, 1]},
-        "model": {"n_iter": 2, "n_alphas": 5}, "statistics": {"n_permutations": 20, "n_bootstrap": 20}}
-    file = tmp_path / "c.toml"
+def test_a_rerun_of_the_cli_replaces_figures_of_the_earlier_run(table_data):
+    config = tables_config(table_data)
+    file = table_data / "c.toml"
     file.write_text(tomli_w.dumps(config))
-    out = tmp_path / "out"
+    out = table_data / "out"
     assert main(["fit", str(file), "--out", str(out), "--no-progress"]) == 0
     assert (out / "figures" / "split_r2_bars.png").is_file()
     config["output"] = {"figures": False}

@@ -5,10 +5,10 @@ these. Noise ceilings live in :mod:`encoding.noise_ceiling`.
 """
 
 from encoding.stats.group import one_sample_t, roi_mixed_model, sign_flip_test
-from encoding.stats.partition import clip_negative, partition_variance, subsets, unique_bootstrap
+from encoding.stats.partition import clip_negative, fdr_within, partition_variance, subsets, unique_bootstrap
 from encoding.stats.permutation import PermutationResult, permutation_indices, permutation_test
 from encoding.stats.report import methods_paragraph, write_table
 
-__all__ = ["PermutationResult", "clip_negative", "methods_paragraph", "one_sample_t", "partition_variance",
+__all__ = ["PermutationResult", "clip_negative", "fdr_within", "methods_paragraph", "one_sample_t", "partition_variance",
            "permutation_indices", "permutation_test", "roi_mixed_model", "sign_flip_test", "subsets",
            "unique_bootstrap", "write_table"]

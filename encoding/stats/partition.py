@@ -75,6 +75,26 @@ def clip_negative(atoms: Mapping[tuple[str, ...], np.ndarray]) -> dict[tuple[str
     return {atom: np.maximum(values, 0.0) for atom, values in atoms.items()}
 
 
+def fdr_within(p_values: np.ndarray, tested: np.ndarray, method: str = "fdr_bh") -> np.ndarray:
+    """FDR-adjusted p-values over the ``tested`` vertices that have a p-value; NaN elsewhere.
+
+    Parameters
+    ----------
+    p_values : ndarray, shape (n_vertices,)
+    tested : ndarray of bool, shape (n_vertices,)
+        The family (e.g. the vertices where the full model is significant).
+    method : str
+        A ``statsmodels.stats.multitest.multipletests`` method (``fdr_bh``: Benjamini-Hochberg).
+    """
+    from statsmodels.stats.multitest import multipletests
+
+    adjusted = np.full(np.shape(p_values), np.nan)
+    keep = np.asarray(tested, bool) & np.isfinite(p_values)
+    if keep.any():
+        adjusted[keep] = multipletests(np.asarray(p_values)[keep], method=method)[1]
+    return adjusted
+
+
 def unique_bootstrap(Y_test: np.ndarray, predictions: Mapping[tuple[str, ...], np.ndarray], spaces: Sequence[str],
                      n_bootstrap: int = 1000, block_length: int = 10, random_state: int | None = 0
                      ) -> dict[str, dict[str, np.ndarray]]:
