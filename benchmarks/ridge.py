@@ -5,8 +5,15 @@ Each (method, size) runs in its own process, so its peak memory is its own. Meth
 - ``ours``: :class:`encoding.model.BandedRidgeEncoder` (``encoding.ridge``), numpy backend;
 - ``ours-torch``: the same on himalaya's torch backend (CPU here; ``torch_cuda`` on a GPU);
 - ``himalaya-banded``: himalaya ``BandedRidgeCV`` (random search, numpy), the issue's baseline;
+  ``himalaya-banded-torch``: the same on himalaya's torch backend;
 - ``himalaya-mkr``: himalaya ``MultipleKernelRidgeCV`` on linear kernels (random search, torch);
-- ``himalaya-ridge``: himalaya ``RidgeCV`` with one alpha per vertex (no bands; the floor).
+  ``himalaya-mkr-numpy``: the same on the numpy backend;
+- ``himalaya-ridge``: himalaya ``RidgeCV`` with one alpha per vertex (no bands; the floor, numpy);
+  ``himalaya-ridge-torch``: the same on torch.
+
+``--pick-backend SIZE`` compares each himalaya solver fairly: every requested himalaya solver runs
+on both backends (numpy and torch) at SIZE first, in this run, and at every other size only on the
+backend that was faster there; ``ours x`` is then against that best configuration.
 
 All banded methods get the same band-weight candidates, alpha grid and leave-one-run-out folds.
 The table gives fit time, peak resident memory, mean test R^2, mean CV score, the speed-up of
@@ -15,10 +22,19 @@ machine's float32 GEMM peak measured in this run. Sizes:
 
 - ``small``: 4 runs x 300 TRs, 3 bands x 64 features, 2,000 vertices;
 - ``issue``: 10 runs x 300 TRs, 2,688 features (3 bands x 224 x 4 delays), 2,500 vertices (issue 5);
-- ``cortex``: ds003720 size, 12 runs x 410 TRs (4,920), 3 bands x 64 features x 4 delays, 20,484 vertices.
+- ``cortex``: ds003720 size, 12 runs x 410 TRs (4,920), 3 bands x 64 features x 4 delays, 20,484 vertices;
+- ``subject``: one ds003720 subject with two spaces, 4 runs x 410 TRs (1,640), logmel 32 + caption 384
+  features x 4 delays (128 + 1,536 = 1,664), 20,484 vertices (820 test TRs);
+- ``subject-4k``: the first 4,000 vertices of the same problem (identical data), for solvers too slow
+  for the whole cortex on this machine; ``subject-500``: its first 500 vertices (where
+  ``--pick-backend`` compares numpy and torch cheaply at the subject's shape). Ratios are only
+  printed between methods at the same size.
 
     .venv/bin/python benchmarks/ridge.py                                  # small and issue sizes
     .venv/bin/python benchmarks/ridge.py --sizes cortex --methods ours    # whole cortex
+    .venv/bin/python benchmarks/ridge.py --n-iter 20 --pick-backend subject-500 --pick-n-iter 5 \
+        --sizes subject-4k subject --baselines-at subject-500 subject-4k \
+        --methods ours himalaya-banded himalaya-mkr himalaya-ridge        # one ds003720 subject
 """
 
 from __future__ import annotations
@@ -42,13 +58,38 @@ SIZES = {
     "small": dict(n_runs=4, run_trs=300, band_features=(64, 64, 64), n_vertices=2000),
     "issue": dict(n_runs=10, run_trs=300, band_features=(896, 896, 896), n_vertices=2500),
     "cortex": dict(n_runs=12, run_trs=410, band_features=(256, 256, 256), n_vertices=20484),
+    "subject": dict(n_runs=4, run_trs=410, band_features=(128, 1536), n_vertices=20484),
+    "subject-4k": dict(n_runs=4, run_trs=410, band_features=(128, 1536), n_vertices=20484, keep_vertices=4000),
+    "subject-500": dict(n_runs=4, run_trs=410, band_features=(128, 1536), n_vertices=20484, keep_vertices=500),
 }
-METHODS = ("ours", "ours-torch", "himalaya-banded", "himalaya-mkr", "himalaya-ridge")
+METHODS = ("ours", "ours-torch", "himalaya-banded", "himalaya-banded-torch", "himalaya-mkr", "himalaya-mkr-numpy",
+           "himalaya-ridge", "himalaya-ridge-torch")
+DEFAULT_METHODS = ("ours", "ours-torch", "himalaya-banded", "himalaya-mkr", "himalaya-ridge")
+# each himalaya solver on its two backends: (numpy method, torch method)
+BACKEND_PAIRS = {"BandedRidgeCV": ("himalaya-banded", "himalaya-banded-torch"),
+                 "MultipleKernelRidgeCV": ("himalaya-mkr-numpy", "himalaya-mkr"),
+                 "RidgeCV": ("himalaya-ridge", "himalaya-ridge-torch")}
+
+
+def backend_of(method: str) -> str:
+    if method in ("ours", "himalaya-banded", "himalaya-mkr-numpy", "himalaya-ridge"):
+        return "numpy"
+    return "torch"
+
+
+def solver_of(method: str) -> str:
+    if method.startswith("ours"):
+        return "ours"
+    return next(name for name, pair in BACKEND_PAIRS.items() if method in pair)
 ALPHAS = np.logspace(-2, 8, 21)
 
 
-def make_problem(n_runs: int, run_trs: int, band_features, n_vertices: int, seed: int = 0):
-    """Smooth features, each vertex driven by a random subset of bands with its own SNR."""
+def make_problem(n_runs: int, run_trs: int, band_features, n_vertices: int, seed: int = 0,
+                 keep_vertices: int | None = None):
+    """Smooth features, each vertex driven by a random subset of bands with its own SNR.
+
+    ``keep_vertices`` keeps the first vertices of the problem made with ``n_vertices`` (the same data).
+    """
     rng = np.random.default_rng(seed)
     n_train, n_test = n_runs * run_trs, 2 * run_trs
     n = n_train + n_test
@@ -73,6 +114,7 @@ def make_problem(n_runs: int, run_trs: int, band_features, n_vertices: int, seed
         start += features
     groups = np.repeat(np.arange(n_runs), run_trs)
     f32 = np.float32
+    Y = Y[:, :keep_vertices]
     return X[:n_train].astype(f32), Y[:n_train].astype(f32), groups, X[n_train:].astype(f32), \
         Y[n_train:].astype(f32), bands
 
@@ -113,23 +155,24 @@ def run_method(method: str, size: str, n_iter: int, out: Path) -> dict:
         profile = model.fit_profile_
         info = {"form": model.form_, "batch": profile["batch_size"],
                 "gemm_gflops": profile["gemm_flops"] / profile["gemm_seconds"] / 1e9}
-    elif method == "himalaya-banded":
+    elif method in ("himalaya-banded", "himalaya-banded-torch"):
         from himalaya.ridge import BandedRidgeCV, ColumnTransformerNoStack
 
-        set_backend("numpy")
+        backend = set_backend(backend_of(method))
         split = ColumnTransformerNoStack([(k, "passthrough", c) for k, c in bands.items()])
         solver = BandedRidgeCV(groups="input", cv=cv, solver_params=dict(
             n_iter=candidates, alphas=ALPHAS, progress_bar=False, n_targets_batch=1000))
         Xs = split.fit_transform(X)
         solver.fit(Xs, Y)
         fit_s = time.perf_counter() - start
-        prediction = np.asarray(solver.predict(split.transform(X_test)))
-        cv_score, log_alphas = np.asarray(solver.cv_scores_).max(0), -np.asarray(solver.deltas_) / np.log(10)
-    elif method == "himalaya-mkr":
+        prediction = backend.to_numpy(solver.predict(split.transform(X_test)))
+        cv_score = backend.to_numpy(solver.cv_scores_).max(0)
+        log_alphas = -backend.to_numpy(solver.deltas_) / np.log(10)
+    elif method in ("himalaya-mkr", "himalaya-mkr-numpy"):
         from himalaya.kernel_ridge import ColumnKernelizer, Kernelizer, MultipleKernelRidgeCV
         from sklearn.pipeline import make_pipeline
 
-        backend = set_backend("torch")
+        backend = set_backend(backend_of(method))
         pipeline = make_pipeline(
             ColumnKernelizer([(k, Kernelizer(kernel="linear"), c) for k, c in bands.items()]),
             MultipleKernelRidgeCV(kernels="precomputed", cv=cv, Y_in_cpu=True, solver_params=dict(
@@ -141,28 +184,47 @@ def run_method(method: str, size: str, n_iter: int, out: Path) -> dict:
         solver = pipeline[-1]
         cv_score = backend.to_numpy(solver.cv_scores_).max(0)
         log_alphas = -backend.to_numpy(solver.deltas_) / np.log(10)
-    elif method == "himalaya-ridge":
+    elif method in ("himalaya-ridge", "himalaya-ridge-torch"):
         from himalaya.ridge import RidgeCV
 
-        set_backend("numpy")
+        backend = set_backend(backend_of(method))
         solver = RidgeCV(alphas=ALPHAS, cv=cv, solver_params=dict(n_targets_batch=1000)).fit(X, Y)
         fit_s = time.perf_counter() - start
-        prediction = np.asarray(solver.predict(X_test))
-        cv_score, log_alphas = np.asarray(solver.cv_scores_).max(0), None
+        prediction = backend.to_numpy(solver.predict(X_test))
+        cv_score, log_alphas = backend.to_numpy(solver.cv_scores_).max(0), None
     else:
         raise ValueError(method)
     np.savez(out / f"{method}-{size}.npz", prediction=prediction,
              log_alphas=log_alphas if log_alphas is not None else np.zeros(0))
-    return {"method": method, "size": size, "fit_s": fit_s, "test_r2": float(r2_score(Y_test, prediction).mean()),
+    return {"method": method, "size": size, "backend": backend_of(method), "fit_s": fit_s, "test_r2": float(r2_score(Y_test, prediction).mean()),
             "cv_score": float(np.mean(cv_score)), "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
             "shape": f"{X.shape[0]}x{X.shape[1]}->{Y.shape[1]}", **info}
+
+
+def run_one(method: str, size: str, n_iter: int, tmp: str) -> dict | None:
+    done = subprocess.run([sys.executable, __file__, "--n-iter", str(n_iter), "--one", method, size, tmp],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"{method} {size} failed:\n{done.stderr[-2000:]}")
+        return None
+    row = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"  done {method:22s} {size:10s} {row['fit_s']:8.1f} s  test R2 {row['test_r2']:.4f}", flush=True)
+    return row
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=["small", "issue"], choices=list(SIZES))
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=METHODS)
     parser.add_argument("--n-iter", type=int, default=10, help="band-weight candidates (default 10)")
+    parser.add_argument("--pick-backend", metavar="SIZE", choices=list(SIZES),
+                        help="run each requested himalaya solver on numpy and torch at SIZE, then only on the "
+                             "faster backend at the other sizes")
+    parser.add_argument("--pick-n-iter", type=int, metavar="N",
+                        help="band-weight candidates for the --pick-backend comparison (default: --n-iter); "
+                             "ours is not run at the pick size when this is given")
+    parser.add_argument("--baselines-at", nargs="+", metavar="SIZE", choices=list(SIZES),
+                        help="run the himalaya methods only at these sizes (ours runs at every size)")
     parser.add_argument("--one", nargs=3, metavar=("METHOD", "SIZE", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -172,17 +234,33 @@ def main() -> None:
     peak = gemm_peak()
     print(f"float32 GEMM peak (numpy, 4000x4000): {peak:.0f} GFLOP/s | candidates {args.n_iter}, "
           f"alphas {len(ALPHAS)}, leave-one-run-out")
+    sizes = list(dict.fromkeys(([args.pick_backend] if args.pick_backend else []) + args.sizes))
+    solvers = list(dict.fromkeys(solver_of(m) for m in args.methods))
+    chosen: dict[str, str] = {}  # himalaya solver -> its faster method at the pick size
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for size in args.sizes:
-            for method in args.methods:
-                done = subprocess.run([sys.executable, __file__, "--n-iter", str(args.n_iter), "--one", method, size,
-                                       tmp], capture_output=True, text=True)
-                if done.returncode != 0:
-                    print(f"{method} {size} failed:\n{done.stderr[-2000:]}")
-                    continue
-                rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-                print(f"  done {method:16s} {size:7s} {rows[-1]['fit_s']:8.1f} s", flush=True)
+        for size in sizes:
+            methods = list(args.methods)
+            n_iter = args.n_iter
+            if args.pick_backend == size:
+                methods = [m for m in methods if m.startswith("ours") and args.pick_n_iter is None] + [
+                    m for name in solvers if name != "ours" for m in BACKEND_PAIRS[name]]
+                n_iter = args.pick_n_iter or args.n_iter
+            elif chosen:
+                methods = list(dict.fromkeys(chosen.get(solver_of(m), m) for m in methods))
+            if args.baselines_at is not None and size not in args.baselines_at:
+                methods = [m for m in methods if m.startswith("ours")]
+            for method in methods:
+                row = run_one(method, size, n_iter, tmp)
+                if row is not None:
+                    rows.append({**row, "n_iter": n_iter})
+            if args.pick_backend == size:
+                for name in solvers:
+                    timed = [r for r in rows if r["size"] == size and solver_of(r["method"]) == name]
+                    if name != "ours" and timed:
+                        chosen[name] = min(timed, key=lambda r: r["fit_s"])["method"]
+                print(f"  faster backend at {size} ({n_iter} candidates): " + ", ".join(
+                    f"{name} {backend_of(m)} ({m})" for name, m in chosen.items()), flush=True)
             ours = next((r for r in rows if r["method"] == "ours" and r["size"] == size), None)
             if ours is not None:
                 mine = np.load(Path(tmp) / f"ours-{size}.npz")
@@ -193,16 +271,30 @@ def main() -> None:
                     other = np.load(Path(tmp) / f"{row['method']}-{size}.npz")
                     if other["log_alphas"].size and row["method"] != "ours":
                         row["alpha_agree"] = float(np.mean(np.abs(other["log_alphas"] - mine["log_alphas"]) < 0.26))
-    header = (f"{'size':7s} {'shape':22s} {'method':16s} {'fit s':>8s} {'peak GB':>8s} {'test R2':>8s} {'CV R2':>8s} "
-              f"{'ours x':>7s} {'alpha=':>7s} {'GEMM %peak':>10s}")
+    header = (f"{'size':10s} {'shape':22s} {'cand':>4s} {'method':22s} {'backend':7s} {'fit s':>8s} {'peak GB':>8s} "
+              f"{'test R2':>8s} {'CV R2':>8s} {'ours x':>7s} {'alpha=':>7s} {'GEMM %peak':>10s}")
     print("\n" + header + "\n" + "-" * len(header))
     for r in rows:
         gemm = f"{100 * r['gemm_gflops'] / peak:9.0f}%" if "gemm_gflops" in r else ""
         agree = f"{r['alpha_agree']:7.2f}" if "alpha_agree" in r else ""
-        print(f"{r['size']:7s} {r['shape']:22s} {r['method']:16s} {r['fit_s']:8.1f} {r['peak_gb']:8.2f} "
-              f"{r['test_r2']:8.4f} {r['cv_score']:8.4f} {r.get('speedup', float('nan')):7.1f} {agree:>7s} {gemm:>10s}")
-    print("\nours x: the method's fit time over ours (same size). alpha=: share of (band, vertex) penalties within "
-          "a factor 1.8 of ours. CV R2: himalaya reports negative MSE, not R2, for banded methods.")
+        print(f"{r['size']:10s} {r['shape']:22s} {r['n_iter']:4d} {r['method']:22s} {r['backend']:7s} {r['fit_s']:8.1f} "
+              f"{r['peak_gb']:8.2f} {r['test_r2']:8.4f} {r['cv_score']:8.4f} {r.get('speedup', float('nan')):7.1f} "
+              f"{agree:>7s} {gemm:>10s}")
+    print("\nours x: the method's fit time over ours (same size, same run). alpha=: share of (band, vertex) penalties "
+          "within a factor 1.8 of ours. CV R2: himalaya reports negative MSE, not R2, for banded methods.")
+    print("\nEach solver's best configuration per size (fastest backend measured at that size in this run):")
+    print(f"{'size':10s} {'solver':22s} {'best method':22s} {'backend':7s} {'fit s':>8s} {'test R2':>8s} "
+          f"{'ours faster by':>14s}")
+    for size in sizes:
+        ours = next((r for r in rows if r["method"] == "ours" and r["size"] == size), None)
+        for name in solvers:
+            timed = [r for r in rows if r["size"] == size and solver_of(r["method"]) == name]
+            if not timed:
+                continue
+            best = min(timed, key=lambda r: r["fit_s"])
+            ratio = f"{best['fit_s'] / ours['fit_s']:13.2f}x" if ours is not None else f"{'(no ours)':>14s}"
+            print(f"{size:10s} {name:22s} {best['method']:22s} {best['backend']:7s} {best['fit_s']:8.1f} "
+                  f"{best['test_r2']:8.4f} {ratio}")
 
 
 if __name__ == "__main__":

@@ -281,3 +281,7 @@ def test_ctrl_c_says_what_was_kept_and_leaves_the_earlier_run_whole(table_data, 
     assert f"finished fit batches are kept in {table_data.resolve() / 'fit-cache'}: run the same command again to resume" in err
     assert (out / "summary.json").read_text() == before
     assert not list(table_data.glob(".out.*"))
+    monkeypatch.undo()  # the same command again: the fit's batches come from the cache
+    assert main(["fit", str(file), "--out", str(out), "--no-progress"]) == 0
+    profile = json.loads((out / "summary.json").read_text())["model"]["solver_profile"]
+    assert profile["cached_tasks"] >= 2  # every score and refit task of the fit
