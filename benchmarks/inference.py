@@ -96,8 +96,8 @@ def calibration(n_repetitions: int, n_vertices: int = 300, n_permutations: int =
 def alice_table() -> None:
     import pandas as pd
 
-    from encoding.studies import alice
     from encoding.stats import roi_mixed_model, sign_flip_test
+    from encoding.studies import alice
 
     root = Path(__file__).parents[1] / ".." / "shared" / "data" / "alice-brennan2016"
     r = alice.held_out_correlations(root)

@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the pipeline on the built-in simulated experiment")
     demo.add_argument("--out", type=Path, default=Path("demo-output"), help="output folder (default: demo-output)")
-    demo.add_argument("--quick", action="store_true", help="a smaller experiment that runs in about a minute")
+    demo.add_argument("--quick", action="store_true", help="a smaller experiment that runs in about two minutes on 2 cores")
     demo.add_argument("--seed", type=int, default=0, help="seed of the simulation and the search (default: 0)")
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
     demo.set_defaults(func=_demo)

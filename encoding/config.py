@@ -747,8 +747,9 @@ def demo_config(quick: bool = False, seed: int = 0) -> PipelineConfig:
 
     ``quick`` shrinks the experiment (4 training runs of 16 clips, 12 test clips x 3 repeats), the
     search (10 band-weight candidates, 11 alphas: one per decade) and the permutation test (100
-    permutations, 200 bootstrap resamples) so the demo runs in under two minutes on 2 cores, first
-    run included; the full demo uses 500 permutations (a 0.002 p-value resolution) to stay under ten.
+    permutations, 200 bootstrap resamples) so the demo runs in about two minutes on 2 cores
+    (``benchmarks/demo.py``); the full demo uses 500 permutations (a 0.002 p-value resolution) and
+    takes about ten.
     """
     config = PipelineConfig()
     sim = config.data.simulation

@@ -20,8 +20,9 @@ import pandas as pd
 
 from encoding.config import DEFAULT_DELAYS
 from encoding.data import Experiment, Run
-from encoding.features.base import FeatureFrames
 from encoding.errors import DataError
+from encoding.features.base import FeatureFrames
+
 
 @dataclass
 class Design:

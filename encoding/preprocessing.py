@@ -16,6 +16,7 @@ from scipy.ndimage import median_filter
 from encoding.config import PreprocessingConfig
 from encoding.errors import DataError
 
+
 def detrend(Y: np.ndarray, tr: float, config: PreprocessingConfig) -> np.ndarray:
     """Remove slow drifts from each column of ``Y`` (n_trs, n_vertices) as ``config`` says."""
     Y = np.asarray(Y, dtype=np.float32)

@@ -1,7 +1,6 @@
 """fsaverage5 surfaces, auditory ROIs and surface figures."""
 
 import numpy as np
-
 import pytest
 
 from atlases import AUDITORY_LANDMARKS, auditory_rois, coordinates, plot_surface_map

@@ -6,8 +6,8 @@ import warnings
 from pathlib import Path
 
 import nibabel as nib
-import pandas as pd
 import numpy as np
+import pandas as pd
 import pytest
 from scipy.io import wavfile
 

@@ -15,7 +15,6 @@ import re
 import numpy as np
 import pytest
 import tomli_w
-
 from conftest import tables_config
 
 from encoding.cli import main

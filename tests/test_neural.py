@@ -100,8 +100,9 @@ def tiny_clap(tmp_path_factory):
 
 
 def test_clap_audio_and_text_embed_in_one_space(tiny_clap):
-    from encoding.data import ClipSet
     import pandas as pd
+
+    from encoding.data import ClipSet
 
     rng = np.random.default_rng(0)
     audio = {"a": (0.1 * rng.standard_normal(16000 * 3)).astype(np.float32), "b": np.zeros(16000 * 3, np.float32)}

@@ -4,10 +4,10 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from _numerics import assert_coef_matches_closed_form, assert_same_fit, score_tolerance
 
 from encoding.design import zscore
 from encoding.ridge import RidgeProblem, band_weight_candidates, batch_size_for, fit_banded_ridge
-from _numerics import assert_coef_matches_closed_form, assert_same_fit, score_tolerance
 
 CASES = [("primal", "folds"), ("primal", "hat"), ("dual", "folds"), ("dual", "hat")]
 

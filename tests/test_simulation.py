@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from encoding.simulation import GENRES, SimulationConfig, simulate_experiment, synthesize_clips
 from atlases.surface import edge_graph
-from encoding.simulation.brain import NoiseGenerator, load_resting_state, territory_shares
 from encoding.config import DEFAULT_TERRITORIES
+from encoding.simulation import GENRES, SimulationConfig, simulate_experiment, synthesize_clips
+from encoding.simulation.brain import NoiseGenerator, load_resting_state, territory_shares
 
 
 def small(seed=0, **kw):

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from encoding.config import PipelineConfig
-from encoding.studies import alice
 from encoding.datasets.tables import TablesConfig, load_tables, read_matrix
 from encoding.preprocessing import median_detrend, polynomial_detrend, regress_out
+from encoding.studies import alice
 
 ALICE = Path(__file__).parents[1] / ".." / "shared" / "data" / "alice-brennan2016"
 

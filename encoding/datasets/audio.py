@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from encoding.io import atomic_path
 from encoding.errors import DataError, MissingInputError
+from encoding.io import atomic_path
 
 TARGET_RMS = 0.05  # ds003720 normalised every clip's RMS; this level leaves headroom below full scale
 

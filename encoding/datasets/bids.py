@@ -28,9 +28,10 @@ from encoding.data import ClipSet, Experiment, Run
 from encoding.datasets import ds003720
 from encoding.datasets.audio import gtzan_path, load_excerpts
 from encoding.datasets.captions import join_captions, read_captions
+from encoding.errors import DataError, MissingInputError
 from encoding.io import atomic_path
 from encoding.preprocessing import detrend, regress_out, shift_events
-from encoding.errors import DataError, MissingInputError
+
 
 @dataclass
 class RunFiles:

@@ -17,8 +17,8 @@ import pandas as pd
 
 from encoding.config import PreprocessingConfig, TablesConfig
 from encoding.data import ClipSet, Experiment, Run
-from encoding.preprocessing import detrend, regress_out
 from encoding.errors import DataError, MissingInputError
+from encoding.preprocessing import detrend, regress_out
 
 EMPTY_EVENTS = pd.DataFrame({"clip_id": pd.Series(dtype=str), "onset": pd.Series(dtype=float),
                              "duration": pd.Series(dtype=float)})

@@ -7,8 +7,8 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 from sklearn.decomposition import PCA
 
-from encoding.features.base import FeatureFrames
 from encoding.errors import DataError
+from encoding.features.base import FeatureFrames
 
 
 def reduce_space(frames: Mapping[str, FeatureFrames], train_clips: Iterable[str], n_components: int,

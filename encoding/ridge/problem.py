@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from encoding.config import FORMS, STRATEGIES
+from encoding.config import FORMS
 from encoding.ridge.backend import backend_module
 from encoding.scoring import r2_from_sums
 

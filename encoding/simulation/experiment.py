@@ -22,6 +22,7 @@ from encoding.simulation.brain import (
 )
 from encoding.simulation.music import synthesize_clips
 
+
 def schedule(clip_ids: list[str], clip_duration: float) -> pd.DataFrame:
     """Clips back to back from t = 0: columns ``clip_id``, ``onset``, ``duration`` (s)."""
     return pd.DataFrame({

@@ -36,7 +36,6 @@ from encoding.ridge import RidgeProblem
 from encoding.scoring import Scorer
 
 
-
 def shortest_permutable_run(scheme: str, block_length: int) -> int:
     """Fewest samples a run needs to be permuted under ``scheme``: two blocks, or a shift of at least
     ``block_length`` either way (one more sample); shorter runs would only ever be left as they are."""
