@@ -306,3 +306,13 @@ def test_tables_and_methods_paragraph(tiny_run, tmp_path):
                      f"blocks of {s.block_length} volumes", "maximum statistic", "21 global regularisation",
                      "all 7 subset models"):
         assert fragment in text, fragment
+
+
+def test_methods_paragraph_mentions_noise_ceilings_only_with_repeats(tiny_run):
+    import dataclasses
+
+    assert "Noise ceilings were estimated" in methods_paragraph(tiny_run.config, tiny_run.design, tiny_run.model)
+    for repeats in (None, tiny_run.design.Y_test_repeats[:1]):  # no repeats, or a single presentation
+        design = dataclasses.replace(tiny_run.design, Y_test_repeats=repeats)
+        text = methods_paragraph(tiny_run.config, design, tiny_run.model)
+        assert "Noise ceilings" not in text and "repeated presentations" not in text
