@@ -5,9 +5,9 @@ field's metadata: allowed ``choices``, bounds ``ge``/``gt``/``le``/``lt``, wheth
 ``path``: paths are stored absolute, so a written config means the same from any folder). Sections check the rules that tie several options together in ``check``. Values are
 checked when a section is built, from TOML or from Python, so a wrong value is one
 :class:`~encoding.errors.ConfigError` naming the key (``model.n_alphas``) before any work starts;
-what can only be checked against the data (a permutation block longer than a run, a memory
-budget too small for the design) is checked by :func:`encoding.pipeline.check_against_data`
-right after loading, before the fit.
+what can only be checked against the data (a permutation block longer than a run, delays longer
+than a run) is checked by :func:`encoding.pipeline.check_against_data` right after loading; a memory
+budget too small for the design is an error when the fit starts, before its first factorization.
 
 Unknown keys are errors (a typo must not silently fall back to a default). Relative paths in a
 config file are relative to the file's folder. ``brain2music demo`` writes the config it used, to

@@ -45,7 +45,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 MARKER = ".brain2music"  # written in every run folder: a folder brain2music may replace
-OUTPUT_FILES = ("summary.json", "sweep.json")  # a folder holding one of these is an output of brain2music
+# what earlier releases wrote (without the marker): a folder holding only these is an output of brain2music
+OUTPUT_NAMES = {"summary.json", "sweep.json", "report.md", "results.npz", "config.toml", "figures", "statistics",
+                "sweep.md", "sweep.npz"}
 
 
 class RunFolder:
@@ -71,10 +73,15 @@ class RunFolder:
 
     def __init__(self, target: str | Path):
         self.target = Path(target)
+        if self.target.is_symlink():
+            raise OutputError(f"Output folder {self.target} is a symbolic link: give the folder it points to, or a "
+                              "new folder, as --out.")
         if self.target.exists() and not self.target.is_dir():
             raise OutputError(f"Output folder {self.target} is a file: choose another --out or remove the file.")
-        if self.target.is_dir() and any(self.target.iterdir()) and not (
-                (self.target / MARKER).exists() or any((self.target / f).exists() for f in OUTPUT_FILES)):
+        if self.target.is_dir() and Path.cwd().resolve().is_relative_to(self.target.resolve()):
+            raise OutputError(f"Output folder {self.target} is the current folder (or holds it): a rerun replaces its "
+                              "output folder whole. Choose a subfolder for --out.")
+        if self.target.is_dir() and not _written_by_brain2music(self.target):
             raise OutputError(f"Output folder {self.target} holds files that brain2music did not write; it would "
                               "replace them. Choose an empty or new folder for --out.")
         parent = self.target.absolute().parent
@@ -93,10 +100,16 @@ class RunFolder:
     def commit(self) -> Path:
         """Move the staged outputs into place (an earlier run in ``target`` is replaced whole)."""
         old = None
-        if self.target.exists():
-            old = self.staging.with_name(f".{self.target.name}.replaced-{os.getpid()}")
-            os.replace(self.target, old)
-        os.replace(self.staging, self.target)
+        try:
+            if self.target.exists():
+                old = self.staging.with_name(f".{self.target.name}.replaced-{os.getpid()}")
+                os.replace(self.target, old)
+            os.replace(self.staging, self.target)
+        except OSError as err:
+            if old is not None and not self.target.exists():
+                os.replace(old, self.target)  # put the earlier run back
+            raise OutputError(f"Cannot move the finished outputs into {self.target}: {err.strerror or err}. They are "
+                              f"in {self.staging}.") from None
         self.committed = True
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
@@ -108,9 +121,16 @@ class RunFolder:
             shutil.rmtree(self.staging, ignore_errors=True)
 
 
+def _written_by_brain2music(folder: Path) -> bool:
+    """An empty folder, one with the marker, or one holding only what earlier releases wrote."""
+    names = {p.name for p in folder.iterdir()}
+    return not names or MARKER in names or (names <= OUTPUT_NAMES and bool(names & {"summary.json", "sweep.json"}))
+
+
 def _remove_dead_staging(parent: Path, name: str) -> None:
-    """Remove ``.<name>.partial-<pid>`` folders whose process no longer runs (a run killed without cleanup)."""
-    for path in parent.glob(f".{name}.partial-*"):
+    """Remove ``.<name>.partial-<pid>`` and ``.replaced-<pid>`` folders whose process no longer runs (a run
+    killed without cleanup)."""
+    for path in [*parent.glob(f".{name}.partial-*"), *parent.glob(f".{name}.replaced-*")]:
         pid = path.name.rsplit("-", 1)[-1]
         if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
             shutil.rmtree(path, ignore_errors=True)

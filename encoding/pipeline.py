@@ -13,6 +13,7 @@ the data are checked against it (:func:`check_against_data`).
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 import time
 import warnings
 from collections.abc import Mapping
@@ -34,12 +35,13 @@ from encoding.data import Experiment
 from encoding.datasets.bids import load_bids
 from encoding.datasets.tables import load_tables
 from encoding.design import Design, features_on_trs, make_design
-from encoding.errors import ConfigError, DataError
+from encoding.errors import ConfigError, DataError, OutputError
 from encoding.features import FeatureCache, FeatureFrames, get_extractor
 from encoding.features.reduction import reduce_space
 from encoding.io import RunFolder
-from encoding.model import BandedRidgeEncoder
+from encoding.model import BandedRidgeEncoder, resolve_backend
 from encoding.noise_ceiling import cc_norm, explainable_variance, reliable_vertices
+from encoding.ridge.backend import backend_module
 from encoding.scoring import correlation_score, r2_score
 from encoding.simulation import GroundTruth, simulate_experiment
 from encoding.stats import (
@@ -171,6 +173,22 @@ def preflight(config: PipelineConfig) -> None:
     UserError
         A space whose parameters are refused or whose model cannot be loaded, with what to do.
     """
+    try:
+        backend_module(resolve_backend(config.model.backend))
+    except (ImportError, RuntimeError) as err:
+        raise ConfigError(f"model.backend = {config.model.backend!r} cannot run here ({err}); use 'auto' or "
+                          "'numpy'.") from None
+    caches = {"features.cache": config.features.cache, "model.cache": config.model.cache}
+    if config.data.source == "bids":
+        caches["data.bids.cache"] = config.data.bids.cache
+    for key, folder in caches.items():
+        if folder:
+            try:
+                Path(folder).mkdir(parents=True, exist_ok=True)
+                tempfile.TemporaryFile(dir=folder).close()
+            except OSError as err:
+                raise OutputError(f"{key} = {folder!r} cannot be written ({err.strerror or err}); choose a writable "
+                                  "folder or leave it empty.") from None
     provided = set(config.data.regressor_names())
     spaces = list(config.features.spaces)
     if config.data.source == "simulation":
@@ -210,20 +228,24 @@ def check_against_data(config: PipelineConfig, experiment: Experiment) -> None:
         raise ConfigError(f"design.delays go up to {max(delays)} TRs but run {shortest.run_id!r} has only "
                           f"{shortest.n_trs} volumes.")
     stats = config.statistics
-    if stats.n_permutations > 0:
-        permuted = experiment.train_runs if stats.null == "refit" else experiment.test_runs
-        run = min(permuted, key=lambda r: r.n_trs)
-        if run.n_trs < shortest_permutable_run(stats.scheme, stats.block_length):
-            longest = max(b for b in range(1, run.n_trs + 1) if shortest_permutable_run(stats.scheme, b) <= run.n_trs)
-            raise ConfigError(
-                f"statistics.block_length = {stats.block_length} TRs is too long for run {run.run_id!r} "
-                f"({run.n_trs} volumes): a permuted run must hold at least two blocks, or every permutation "
-                f"leaves it as it is and p-values are 1. Use at most {longest}.")
+    if stats.n_permutations > 0 and stats.null == "refit":
+        run = min(experiment.train_runs, key=lambda r: r.n_trs)
+        _check_block_length(stats, run.n_trs, f"run {run.run_id!r}")
     pca = config.features.pca
     for space in pca:
         if all(space in run.regressors for run in experiment.runs):
             raise ConfigError(f"features.pca.{space}: {space!r} is a regressor of the data, not an extracted "
                               "space; PCA applies to extracted spaces only.")
+
+
+def _check_block_length(stats: StatisticsConfig, n_samples: int, what: str) -> None:
+    if n_samples < shortest_permutable_run(stats.scheme, stats.block_length):
+        longest = max([b for b in range(1, n_samples + 1) if shortest_permutable_run(stats.scheme, b) <= n_samples],
+                      default=0)
+        raise ConfigError(
+            f"statistics.block_length = {stats.block_length} TRs is too long for {what} ({n_samples} volumes): a "
+            f"permuted run must hold at least two blocks, or every permutation leaves it as it is and p-values are 1. "
+            f"Use at most {longest}.")
 
 
 def extract_features(experiment: Experiment, cfg: FeaturesConfig, progress: bool = True,
@@ -428,6 +450,8 @@ def run_pipeline(config: PipelineConfig, out_dir: str | Path | None = None, prog
         features = step("features", extract_features, experiment, config.features, progress,
                         truth.features if truth is not None else None)
         design = step("design", build_design, experiment, features, config.features.spaces, config.design)
+        if config.statistics.n_permutations > 0 and config.statistics.null == "test":
+            _check_block_length(config.statistics, len(design.Y_test), "the test set (repeats averaged)")
         model = step("fit", fit_model, design, config.model, progress)
         results = step("scores", score_model, model, design)
         statistics = step("statistics", run_statistics, model, design, config.statistics, config.model, progress)

@@ -11,7 +11,8 @@ the reports all score through the functions here, so a score means the same thin
 **One rule for degenerate columns**: a vertex whose responses are constant (``TSS`` at most
 :data:`CONSTANT_TOLERANCE` per sample; responses are z-scored per run, so a real vertex has about
 1 per sample) has nothing to explain: all its scores are 0, never NaN or -inf, so that fold
-averages, permutation counts and maps treat it alike; a constant prediction has r = 0.
+averages, permutation counts and maps treat it alike; a constant prediction (centred sum of squares
+0, up to :data:`PREDICTION_TOLERANCE`: r does not depend on the prediction's scale) has r = 0.
 
 The ``*_from_sums`` functions take sums that the caller computed (in float64 or on any himalaya
 backend: they use array operators only), so the solver can score batches of alphas from its
@@ -26,8 +27,11 @@ from sklearn.metrics import roc_auc_score
 CONSTANT_TOLERANCE = 1e-10  # sum of squares per sample below which a column counts as constant
 
 
-def _floor_and_live(total_squares, n_samples: int):
-    floor = CONSTANT_TOLERANCE * n_samples
+PREDICTION_TOLERANCE = 1e-30  # predictions can be tiny (strong penalties) and r is scale-free: only 0 is constant
+
+
+def _floor_and_live(total_squares, n_samples: int, tolerance: float = CONSTANT_TOLERANCE):
+    floor = tolerance * n_samples
     live = total_squares > floor
     return total_squares * live + floor * (~live), live
 
@@ -35,20 +39,20 @@ def _floor_and_live(total_squares, n_samples: int):
 def r2_from_sums(residual_squares, total_squares, n_samples: int):
     """R^2 from ``RSS`` and ``TSS`` (arrays of any backend, same shape), 0 where the responses are constant."""
     safe, live = _floor_and_live(total_squares, n_samples)
-    return live * (1.0 - residual_squares / safe)
+    return live * (1.0 - residual_squares / safe) + 0.0  # + 0.0: a masked -0.0 becomes 0.0
 
 
 def correlation_from_sums(cross, true_squares, pred_squares, n_samples: int):
     """Pearson r from centred sums ``sum y_c p_c``, ``sum y_c^2``, ``sum p_c^2``; 0 where either side is constant."""
     true_safe, true_live = _floor_and_live(true_squares, n_samples)
-    pred_safe, pred_live = _floor_and_live(pred_squares, n_samples)
-    return (true_live * pred_live) * cross / (true_safe * pred_safe) ** 0.5
+    pred_safe, pred_live = _floor_and_live(pred_squares, n_samples, PREDICTION_TOLERANCE)
+    return (true_live * pred_live) * cross / (true_safe * pred_safe) ** 0.5 + 0.0
 
 
 def split_r2_from_sums(cross, overlap, total_squares, n_samples: int):
     """Split R^2 of each band from ``y_c . p_b`` and ``p_b . P`` (shape (..., n_bands, n_vertices)) and ``TSS``."""
     safe, live = _floor_and_live(total_squares, n_samples)
-    return live * (2.0 * cross - overlap) / safe
+    return live * (2.0 * cross - overlap) / safe + 0.0
 
 
 class Scorer:

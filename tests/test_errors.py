@@ -142,6 +142,11 @@ DATA_CASES = [
      ["model.memory_gb = 1e-07 GiB cannot hold the design", "Raise model.memory_gb to at least 0.00"]),
     ("pca-of-a-regressor", lambda c, d: c["features"].update(pca={"loud": 1}),
      ["features.pca.loud: 'loud' is a regressor of the data"]),
+    ("test-null-block-longer-than-test-set", lambda c, d: c["statistics"].update(null="test", block_length=60),
+     ["statistics.block_length = 60 TRs is too long for the test set (repeats averaged) (100 volumes)",
+      "Use at most 50"]),
+    ("fit-cache-is-a-file", lambda c, d: ((d / "cache.txt").write_text("x"), c["model"].update(cache="cache.txt")),
+     ["model.cache = ", "cache.txt' cannot be written", "choose a writable folder"]),
     ("no-test-runs", lambda c, d: c["data"]["tables"].update(test_blocks=[]), ["has no test runs to score on"]),
 ]
 
@@ -157,6 +162,22 @@ def test_wrong_data_is_one_message_and_no_output(table_data, capsys, case, spoil
     assert_user_error(code, err, *fragments)
     assert "at least 0.00," not in err  # a memory size is never rounded to zero
     assert not out.exists() and not list(table_data.glob(".out.partial-*"))
+
+
+def test_a_backend_that_cannot_run_here_stops_before_the_data(table_data, capsys):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is visible: torch_cuda can run here")
+    import subprocess
+    import sys
+
+    file = table_data / "config.toml"
+    file.write_text(tomli_w.dumps(changed(tables_config(table_data), "model.backend", "torch_cuda")))
+    # in its own process: himalaya's torch_cuda module skips the test instead of failing when pytest is loaded
+    done = subprocess.run([sys.executable, "-m", "encoding.cli", "fit", str(file), "--out", str(table_data / "out")],
+                          capture_output=True, text=True, timeout=300)
+    assert_user_error(done.returncode, done.stderr, "model.backend = 'torch_cuda' cannot run here",
+                      "use 'auto' or 'numpy'")
 
 
 def test_config_file_problems(tmp_path, capsys):
@@ -184,7 +205,11 @@ def test_output_folder_problems_are_found_first(table_data, capsys):
     mine.mkdir()
     (mine / "chapter1.tex").write_text("precious")
     assert_user_error(*run_cli(capsys, "fit", file, "--out", mine), "holds files that brain2music did not write")
+    (mine / "summary.json").write_text("{}")  # a summary beside the user's own files does not make it ours
+    assert_user_error(*run_cli(capsys, "fit", file, "--out", mine), "holds files that brain2music did not write")
     assert (mine / "chapter1.tex").read_text() == "precious"
+    (table_data / "link").symlink_to(mine)
+    assert_user_error(*run_cli(capsys, "fit", file, "--out", table_data / "link"), "is a symbolic link")
 
 
 def test_paths_in_a_config_are_relative_to_its_folder(table_data, capsys, tmp_path_factory, monkeypatch):

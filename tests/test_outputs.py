@@ -30,6 +30,14 @@ def test_a_run_folder_replaces_the_earlier_run_whole(tmp_path):
     assert not list(tmp_path.glob(".out.*"))
 
 
+def test_the_current_folder_is_never_an_output_folder(tmp_path, monkeypatch):
+    from encoding.errors import OutputError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(OutputError, match="is the current folder"):
+        RunFolder(".")
+
+
 def test_a_failed_run_leaves_nothing_and_a_killed_one_is_cleaned_up(tmp_path):
     target = tmp_path / "out"
     folder = RunFolder(target)

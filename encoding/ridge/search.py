@@ -162,8 +162,11 @@ class FitCache:
         b = backend_module(problem.backend)
         digest = hashlib.sha1(f"{self.REVISION}|{problem.form}|{problem.backend}|{strategy}|{batch_size}|"
                               f"{[(k, s.start, s.stop) for k, s in problem.bands.items()]}".encode())
-        for array in (b.to_numpy(problem.X), np.asarray(problem.groups), Y, alphas, candidates):
-            digest.update(np.ascontiguousarray(array).tobytes())
+        runs = np.unique(np.asarray(problem.groups), return_inverse=True)[1]  # labels of any dtype, as indices
+        for array in (b.to_numpy(problem.X), runs, Y, alphas, candidates):
+            array = np.ascontiguousarray(array)
+            digest.update(f"{array.shape}|{array.dtype.str}|".encode())
+            digest.update(array.tobytes())
         self.folder = Path(folder) / digest.hexdigest()[:24]
         self.hits = 0
 
@@ -286,8 +289,11 @@ def _score_name(candidate: int, batch: slice) -> str:
     return f"score-{candidate}-{batch.start}"
 
 
-def _refit_name(candidate: int, vertices: np.ndarray) -> str:
-    return f"refit-{candidate}-{vertices[0]}"
+def _refit_name(candidate: int, vertices: np.ndarray, alphas: np.ndarray) -> str:
+    """A refit task is named by what it fits: the candidate, the vertices and their alphas."""
+    key = hashlib.sha1(np.ascontiguousarray(vertices, dtype=np.int64).tobytes()
+                       + np.ascontiguousarray(alphas, dtype=np.float64).tobytes()).hexdigest()[:16]
+    return f"refit-{candidate}-{key}"
 
 
 class _SerialRunner:
@@ -329,12 +335,12 @@ class _SerialRunner:
         groups = list(_refit_groups(best_candidate, size))
         current, refit = None, None
         for candidate, vertices in tqdm(groups, desc="banded ridge: refit", disable=not progress):
-            found = self._cached(_refit_name(candidate, vertices))
+            found = self._cached(_refit_name(candidate, vertices, best_alpha[vertices]))
             if found is None:
                 if candidate != current:
                     current, refit = candidate, _refit_factorize_task(self.problem, candidates[candidate])
                 found = _refit_task(self.problem, refit, Y[:, vertices], best_alpha[vertices])
-                self._keep(_refit_name(candidate, vertices), found)
+                self._keep(_refit_name(candidate, vertices, best_alpha[vertices]), found)
             coef[:, vertices] = found
         return coef
 
@@ -392,7 +398,7 @@ class _DaskRunner:
         coef = np.empty((self.n_features, Y.shape[1]), dtype=np.float32)
         refits, futures = {}, {}
         for candidate, vertices in _refit_groups(best_candidate, size):
-            found = self.local._cached(_refit_name(candidate, vertices))
+            found = self.local._cached(_refit_name(candidate, vertices, best_alpha[vertices]))
             if found is not None:
                 coef[:, vertices] = found
                 continue
@@ -407,6 +413,6 @@ class _DaskRunner:
             for future, weights in as_completed(futures, with_results=True):
                 candidate, vertices = futures[future]
                 coef[:, vertices] = weights
-                self.local._keep(_refit_name(candidate, vertices), weights)
+                self.local._keep(_refit_name(candidate, vertices, best_alpha[vertices]), weights)
                 bar.update()
         return coef
