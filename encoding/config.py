@@ -339,6 +339,8 @@ class BidsConfig(Section):
     cache: str = option("", path=True)
 
     def check(self) -> None:
+        if not self.subject:
+            raise ConfigError(f"{self.key}.subject is empty: give the subject label (e.g. '001' for sub-001).")
         if self.subject.startswith("sub-"):
             raise ConfigError(f"{self.key}.subject is the label without 'sub-': write {self.subject[4:]!r}.")
         if not self.train_task:

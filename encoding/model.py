@@ -224,5 +224,11 @@ def _client(scheduler):
     if isinstance(scheduler, str):
         from distributed import Client
 
-        return Client(scheduler), True
+        from encoding.errors import ConfigError
+
+        try:
+            return Client(scheduler, timeout="20s"), True
+        except (OSError, TimeoutError, ValueError) as err:
+            raise ConfigError(f"model.scheduler = {scheduler!r}: no dask scheduler answers there ({err}); start one "
+                              "(dask scheduler) or leave model.scheduler empty to run here.") from None
     return scheduler, False

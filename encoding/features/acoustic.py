@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from encoding.features.base import AudioExtractor, FeatureFrames, register
+from encoding.features.base import AudioExtractor, FeatureFrames, register, require_positive
 
 
 @register
@@ -24,6 +24,9 @@ class LogMel(AudioExtractor):
     name = "logmel"
 
     def __init__(self, n_mels: int = 32, hop: float = 0.025, fmin: float = 30.0, fmax: float | None = None):
+        require_positive(self.name, n_mels=n_mels, hop=hop)
+        if fmin < 0 or (fmax is not None and not fmax > fmin):
+            raise ValueError(f"{self.name}: need 0 <= fmin < fmax (Hz), got fmin {fmin}, fmax {fmax}.")
         self.n_mels = n_mels
         self.hop = hop
         self.fmin = fmin
@@ -76,6 +79,8 @@ class SpectroTemporalModulation(AudioExtractor):
         fmin: float = 62.5,
         bins_per_octave: int = 8,
     ):
+        require_positive(self.name, window=window, hop=hop, rates=tuple(rates), scales=tuple(scales), fmin=fmin,
+                         bins_per_octave=bins_per_octave)
         self.window = window
         self.hop = hop
         self.rates = tuple(rates)
@@ -162,6 +167,7 @@ class MFCC(AudioExtractor):
     name = "mfcc"
 
     def __init__(self, n_mfcc: int = 20, n_mels: int = 64, hop: float = 0.025):
+        require_positive(self.name, n_mfcc=n_mfcc, n_mels=n_mels, hop=hop)
         self.n_mfcc = n_mfcc
         self.n_mels = n_mels
         self.hop = hop
@@ -188,6 +194,7 @@ class Tonal(AudioExtractor):
     name = "tonal"
 
     def __init__(self, hop: float = 0.05):
+        require_positive(self.name, hop=hop)
         self.hop = hop
 
     def extract_clip(self, waveform: np.ndarray, sample_rate: int) -> FeatureFrames:
@@ -220,6 +227,9 @@ class Rhythm(AudioExtractor):
 
     def __init__(self, window: float = 4.0, hop: float = 0.5,
                  tempo_edges: tuple[float, ...] = (40, 60, 80, 100, 120, 140, 170, 200, 240)):
+        require_positive(self.name, window=window, hop=hop, tempo_edges=tuple(tempo_edges))
+        if len(tempo_edges) < 2 or list(tempo_edges) != sorted(set(tempo_edges)):
+            raise ValueError(f"{self.name}: tempo_edges must be increasing (bpm), got {tempo_edges!r}.")
         self.window = window
         self.hop = hop
         self.tempo_edges = tuple(tempo_edges)
@@ -259,6 +269,7 @@ class Loudness(AudioExtractor):
     name = "loudness"
 
     def __init__(self, hop: float = 0.05):
+        require_positive(self.name, hop=hop)
         self.hop = hop
 
     def extract_clip(self, waveform: np.ndarray, sample_rate: int) -> FeatureFrames:

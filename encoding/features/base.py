@@ -212,6 +212,14 @@ def available_spaces() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def require_positive(space: str, **values) -> None:
+    """Raise ValueError unless every value (a number, or a sequence of numbers) is positive."""
+    for name, value in values.items():
+        numbers = value if isinstance(value, (tuple, list)) else [value]
+        if not numbers or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 for v in numbers):
+            raise ValueError(f"{space}: {name} must be positive, got {value!r}.")
+
+
 def _extractor_class(name: str) -> type[FeatureExtractor]:
     if name not in _REGISTRY:
         raise ConfigError(f"Unknown feature space {name!r}. Available: {', '.join(available_spaces())}.")

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from encoding.errors import ModelLoadError
-from encoding.features.base import AudioExtractor, FeatureFrames, register
+from encoding.features.base import AudioExtractor, FeatureFrames, register, require_positive
 
 SAMPLE_RATE = 16000
 N_FFT = 512
@@ -207,6 +207,7 @@ class Musicnn(AudioExtractor):
             raise ValueError(f"Unknown musicnn layer {layer!r}; available: {LAYERS}.")
         if model not in MODELS:
             raise ValueError(f"Unknown musicnn model {model!r}; available: {MODELS}.")
+        require_positive(self.name, hop=hop, batch_size=batch_size)
         self.model = model
         self.layer = layer
         self.hop = hop

@@ -25,7 +25,7 @@ from typing import ClassVar
 import numpy as np
 
 from encoding.errors import ModelLoadError
-from encoding.features.base import AudioExtractor, FeatureFrames, register
+from encoding.features.base import AudioExtractor, FeatureFrames, register, require_positive
 
 OFFLINE_HINT = ("Hub ids download on first use and need the network then; offline, give the folder of a model "
                 "saved with save_pretrained, or set HF_HUB_OFFLINE=1 once the model is in the hub cache.")
@@ -49,8 +49,7 @@ class WindowedNetwork(AudioExtractor):
     """Base of network spaces: windows in, one time-averaged hidden-state vector per window out."""
 
     def __init__(self, model: str, window: float = 1.5, hop: float = 1.5, batch_size: int = 8, revision: str = "main"):
-        if window <= 0 or hop <= 0:
-            raise ValueError(f"{self.name}: window and hop must be positive seconds.")
+        require_positive(self.name, window=window, hop=hop, batch_size=batch_size)
         self.model = model
         self.revision = revision
         self.window = window

@@ -10,7 +10,7 @@ import numpy as np
 
 from encoding.data import ClipSet
 from encoding.errors import DataError, ModelLoadError
-from encoding.features.base import FeatureExtractor, FeatureFrames, register
+from encoding.features.base import FeatureExtractor, FeatureFrames, register, require_positive
 
 MINILM = "minilm"
 LSA = "lsa"
@@ -42,6 +42,7 @@ class CaptionEmbedding(FeatureExtractor):
 
     def __init__(self, model: str = "auto", layer: int = -1, n_components: int = 32, batch_size: int = 64,
                  revision: str = "main"):
+        require_positive(self.name, n_components=n_components, batch_size=batch_size)
         self.model = model
         self.layer = layer
         self.n_components = n_components
