@@ -52,7 +52,7 @@ from encoding.stats import (
     subsets,
     unique_bootstrap,
 )
-from encoding.stats.permutation import shortest_permutable_run
+from encoding.stats.permutation import longest_block, shortest_permutable_run
 
 MAX_PARTITION_SPACES = 4  # 2^4 - 1 = 15 subset models
 
@@ -240,8 +240,7 @@ def check_against_data(config: PipelineConfig, experiment: Experiment) -> None:
 
 def _check_block_length(stats: StatisticsConfig, n_samples: int, what: str) -> None:
     if n_samples < shortest_permutable_run(stats.scheme, stats.block_length):
-        longest = max([b for b in range(1, n_samples + 1) if shortest_permutable_run(stats.scheme, b) <= n_samples],
-                      default=0)
+        longest = longest_block(stats.scheme, n_samples)
         raise ConfigError(
             f"statistics.block_length = {stats.block_length} TRs is too long for {what} ({n_samples} volumes): a "
             f"permuted run must hold at least two blocks, or every permutation leaves it as it is and p-values are 1. "

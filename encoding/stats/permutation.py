@@ -42,6 +42,12 @@ def shortest_permutable_run(scheme: str, block_length: int) -> int:
     return {"trs": 2, "blocks": 2 * block_length, "circular": 2 * block_length + 1}[scheme]
 
 
+def longest_block(scheme: str, n_samples: int) -> int:
+    """The largest ``block_length`` with which a run of ``n_samples`` can be permuted (the inverse of
+    :func:`shortest_permutable_run`; 0 when none can)."""
+    return {"trs": n_samples, "blocks": n_samples // 2, "circular": (n_samples - 1) // 2}[scheme]
+
+
 def permutation_indices(groups: np.ndarray, scheme: str, block_length: int, rng: np.random.Generator) -> np.ndarray:
     """One permutation of the samples that keeps each run's samples within the run.
 
