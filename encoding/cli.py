@@ -17,11 +17,28 @@ from encoding.errors import UserError
 
 
 def _demo(args: argparse.Namespace):
+    from decoding.pipeline import run_decoding
     from encoding.config import demo_config
     from encoding.pipeline import run_pipeline
 
     config = demo_config(args.quick, args.seed)
-    return config, lambda: (run_pipeline(config, args.out, progress=not args.no_progress), _print_done(args.out))
+
+    def work():
+        run = run_pipeline(config, args.out, progress=not args.no_progress)
+        _print_done(args.out)
+        run_decoding(config, args.out / "decoding", progress=not args.no_progress, experiment=run.experiment,
+                     truth=run.truth)
+        _print_decoded(args.out / "decoding")
+
+    return config, work
+
+
+def _decode(args: argparse.Namespace):
+    from decoding.pipeline import run_decoding
+    from encoding.config import PipelineConfig
+
+    config = PipelineConfig.from_toml(args.config)
+    return config, lambda: (run_decoding(config, args.out, progress=not args.no_progress), _print_decoded(args.out))
 
 
 def _fit(args: argparse.Namespace):
@@ -77,6 +94,18 @@ def _print_done(out: Path) -> None:
     print(f"time: {summary['timings_s']['total']:.1f} s")
 
 
+def _print_decoded(out: Path) -> None:
+    import json
+
+    summary = json.loads((Path(out) / "summary.json").read_text())
+    print(f"Wrote {out}/: report.md, identification.csv, summary.json, figures/"
+          + (", audio/, listen.html" if summary["files"]["audio"] else ""))
+    for space, target in summary["targets"].items():
+        values, ci = target["identification"]["values"], target["identification"]["ci"]["pairwise"]
+        interval = f" (95% CI {ci[0]:.3f}-{ci[1]:.3f})" if ci[0] is not None else ""
+        print(f"decoding {space}: pairwise identification {values['pairwise']:.3f}{interval}, chance 0.5")
+
+
 def interrupted_message(config, out: Path | None) -> str:
     """The line printed after Ctrl-C: what was kept and how to resume."""
     parts = []
@@ -111,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--out", type=Path, default=Path("brain2music-output"), help="output folder")
     fit.add_argument("--no-progress", action="store_true", help="hide progress bars")
     fit.set_defaults(func=_fit)
+
+    decode = sub.add_parser("decode", help="decode feature spaces from responses: the [decoding] of a config")
+    decode.add_argument("config", type=Path, help="config file (its [decoding] section names the targets)")
+    decode.add_argument("--out", type=Path, default=Path("brain2music-decoding"), help="output folder")
+    decode.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    decode.set_defaults(func=_decode)
 
     sweep = sub.add_parser("sweep", help="one fit per layer (value) of a feature space: the [sweep] of a config")
     sweep.add_argument("config", type=Path, help="config file with a [sweep] section")

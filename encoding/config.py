@@ -43,6 +43,9 @@ DETRENDS = ("median", "polynomial", "cosine", "none")
 BOLD_KINDS = ("volume", "fsaverage5", "arrays")
 BIDS_DIALECTS = ("generic", "ds003720")
 NOISE_KINDS = ("auto", "resting_state", "synthetic")
+DECODING_SELECTIONS = ("encoding", "all", "roi")
+GENERATORS = ("griffinlim", "musicgen", "latent_diffusion")
+RETRIEVAL_METHODS = ("exact", "faiss")
 DEFAULT_DELAYS = (1, 2, 3, 4)
 DEFAULT_TERRITORIES = {"logmel": ["HG"], "modulation": ["PT"], "caption": ["aSTG", "mSTS"]}
 
@@ -629,6 +632,114 @@ class StatisticsConfig(Section):
 
 
 @dataclass
+class DecodingConfig(Section):
+    """Decoding (``brain2music decode``; :mod:`decoding`): from responses back to feature spaces.
+
+    Attributes
+    ----------
+    targets : list of str
+        Feature spaces to decode (registered spaces; their parameters come from ``features.params``).
+    window, hop : float
+        Embedding window and hop, seconds (Brain2Music: 10 s on a 1.5-s hop); responses are
+        averaged over the same window, lagged.
+    delays : list of int
+        Lags of the responses behind the stimulus, TRs (default 3: 4.5 s).
+    selection : {"encoding", "all", "roi"}
+        Vertices decoded from: the best ``n_vertices`` by training-run encoding performance
+        (nested in the decoder's CV), all of them, or the ``rois`` (auditory landmarks).
+    n_vertices : int
+    rois : list of str
+        Landmarks of :data:`atlases.rois.AUDITORY_LANDMARKS` (``selection = "roi"``).
+    alpha_min, alpha_max, n_alphas
+        Log-spaced regularisation grid, searched per target dimension.
+    top_k : list of int
+        N-way identification's k (the N is the number of test clips).
+    n_permutations : int
+        Decoder refits on clip-permuted training targets (0: none).
+    n_bootstrap : int
+        Bootstrap resamples of test clips for the confidence intervals.
+    library : str
+        Retrieval library: a caption table (CSV with ``caption``) for text targets, a folder of
+        audio files or a saved index (``.npz``); empty: the experiment's own clips.
+    library_method : {"exact", "faiss"}
+        Exact cosine search, or approximate (the ``retrieval`` extra) for large libraries.
+    n_retrieved : int
+        Items retrieved per decoded clip.
+    generators : list of str
+        ``griffinlim`` (from a decoded ``logmel``, no weights), ``musicgen`` (prompted with the
+        captions retrieved for a decoded text target), ``latent_diffusion`` (conditioned on a decoded
+        ``clap_audio``).
+    generator_models : dict of str to str
+        Model id or folder per generator (empty: its default hub id).
+    n_reconstructed : int
+        Test clips reconstructed (retrieved and generated audio), in test order.
+    duration : float
+        Seconds of generated audio.
+    random_state : int
+    """
+
+    key: ClassVar[str] = "decoding"
+    targets: list[str] = option(factory=lambda: ["caption"])
+    window: float = option(10.0, gt=0)
+    hop: float = option(1.5, gt=0)
+    delays: list[int] = option(factory=lambda: [3])
+    selection: str = option("encoding", choices=DECODING_SELECTIONS)
+    n_vertices: int = option(2000, ge=1)
+    rois: list[str] = option(factory=list)
+    alpha_min: float = option(1.0, gt=0)
+    alpha_max: float = option(1e10, gt=0)
+    n_alphas: int = option(21, ge=1)
+    top_k: list[int] = option(factory=lambda: [1, 3], ge=1)
+    n_permutations: int = option(1000, ge=0)
+    n_bootstrap: int = option(1000, ge=0)
+    library: str = option("", path=True)
+    library_method: str = option("exact", choices=RETRIEVAL_METHODS)
+    n_retrieved: int = option(5, ge=1)
+    generators: list[str] = option(factory=list)
+    generator_models: dict[str, str] = option(factory=dict)
+    n_reconstructed: int = option(6, ge=0)
+    duration: float = option(10.0, gt=0)
+    random_state: int = 0
+
+    def check(self) -> None:
+        if not self.targets or len(set(self.targets)) != len(self.targets):
+            raise ConfigError(f"decoding.targets must name distinct feature spaces, got {self.targets}.")
+        check_spaces(self.targets, "decoding.targets")
+        if not self.delays or len(set(self.delays)) != len(self.delays):
+            raise ConfigError(f"decoding.delays must be a non-empty list of distinct integers (TRs), got {self.delays}.")
+        if not self.alpha_min < self.alpha_max:
+            raise ConfigError(f"decoding.alpha_min ({self.alpha_min:g}) must be smaller than decoding.alpha_max "
+                              f"({self.alpha_max:g}).")
+        if self.selection == "roi":
+            from atlases.rois import AUDITORY_LANDMARKS
+
+            unknown = [r for r in self.rois if r not in AUDITORY_LANDMARKS]
+            if unknown or not self.rois:
+                raise ConfigError(f"decoding.rois names unknown regions {unknown or '[]'} for selection = 'roi'; choose "
+                                  f"from {', '.join(AUDITORY_LANDMARKS)}.")
+        unknown = [g for g in self.generators if g not in GENERATORS]
+        if unknown:
+            raise ConfigError(f"decoding.generators names unknown generators {unknown}; choose from "
+                              f"{', '.join(GENERATORS)}.")
+        outside = sorted(set(self.generator_models) - set(self.generators))
+        if outside:
+            raise ConfigError(f"decoding.generator_models names {outside}, which are not in decoding.generators.")
+        needs = {"griffinlim": "logmel", "latent_diffusion": "clap_audio"}
+        for generator, space in needs.items():
+            if generator in self.generators and space not in self.targets:
+                raise ConfigError(f"decoding.generators has {generator!r}, which generates from a decoded {space!r}: "
+                                  f"add {space!r} to decoding.targets.")
+        if "musicgen" in self.generators and not {"caption", "clap_text", "clap_audio"} & set(self.targets):
+            raise ConfigError("decoding.generators has 'musicgen', prompted with captions retrieved for a decoded "
+                              "text embedding: add 'caption' (or 'clap_text') to decoding.targets.")
+
+    @property
+    def alphas(self) -> np.ndarray:
+        """The regularisation grid."""
+        return np.logspace(np.log10(self.alpha_min), np.log10(self.alpha_max), self.n_alphas)
+
+
+@dataclass
 class OutputConfig(Section):
     """What gets written.
 
@@ -689,6 +800,7 @@ class PipelineConfig(Section):
     output: OutputConfig = option(factory=OutputConfig)
     statistics: StatisticsConfig = option(factory=StatisticsConfig)
     sweep: SweepConfig = option(factory=SweepConfig)
+    decoding: DecodingConfig = option(factory=DecodingConfig)
 
     def check(self) -> None:
         from encoding.features import get_extractor
@@ -751,13 +863,19 @@ def demo_config(quick: bool = False, seed: int = 0) -> PipelineConfig:
     search (10 band-weight candidates, 11 alphas: one per decade) and the permutation test (100
     permutations, 200 bootstrap resamples) so the demo runs in about two minutes on 2 cores
     (``benchmarks/demo.py``); the full demo uses 500 permutations (a 0.002 p-value resolution) and
-    takes about ten.
+    takes about ten. Both then decode the planted caption embedding and the log-mel spectrogram
+    from the responses (``[decoding]``), retrieve captions and clips for the decoded embeddings and
+    resynthesise audio from the decoded log-mel (Griffin-Lim).
     """
     config = PipelineConfig()
     sim = config.data.simulation
     sim.seed = seed
     config.model.random_state = seed
+    config.decoding.targets = ["caption", "logmel"]
+    config.decoding.generators = ["griffinlim"]
+    config.decoding.random_state = seed
     if quick:
+        config.decoding.n_permutations = 200
         sim.n_train_runs, sim.clips_per_run, sim.n_test_clips, sim.n_test_repeats = 4, 16, 12, 3
         config.model.n_iter = 10
         config.model.n_alphas = 11

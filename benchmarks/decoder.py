@@ -10,8 +10,8 @@ leave-one-run-out CV. Methods, each in its own process (its peak memory is its o
 - ``himalaya``: himalaya ``KernelRidgeCV`` (linear kernel, one alpha per target, the same folds),
   on the backend given by ``--himalaya-backend`` (torch is its faster CPU backend here).
 
-    .venv/bin/python benchmarks/decoding.py                       # all methods, full size
-    .venv/bin/python benchmarks/decoding.py --runs 4 --vertices 4000 --methods ours-all himalaya
+    .venv/bin/python benchmarks/decoder.py                       # all methods, full size
+    .venv/bin/python benchmarks/decoder.py --runs 4 --vertices 4000 --methods ours-all himalaya
 """
 
 from __future__ import annotations

@@ -1,0 +1,129 @@
+"""The decoding pipeline end to end: the planted embedding is identified, a permuted one is not; outputs."""
+
+from __future__ import annotations
+
+import dataclasses
+import html.parser
+import json
+
+import numpy as np
+import pytest
+
+from decoding.generation.audio import read_wav
+from decoding.pipeline import decode_target, run_decoding
+from decoding.retrieval import EmbeddingIndex
+from encoding.cli import main
+from encoding.config import demo_config
+from encoding.data import Experiment
+from encoding.simulation import simulate_experiment
+from tests.test_generation import tiny_musicgen  # noqa: F401  (a fixture)
+
+
+@pytest.fixture(scope="module")
+def quick_simulation():
+    """The quick demo's simulated experiment (its planted caption embedding drives aSTG and mSTS)."""
+    config = demo_config(quick=True)
+    experiment, truth = simulate_experiment(config.data.simulation, progress=False)
+    return config, experiment, truth
+
+
+def block_permuted(experiment: Experiment, block: int, seed: int = 0) -> Experiment:
+    """The experiment with every training run's responses shuffled in blocks of ``block`` volumes."""
+    rng = np.random.default_rng(seed)
+    runs = []
+    for run in experiment.runs:
+        if run.role == "train":
+            starts = np.arange(0, run.n_trs, block)
+            order = np.concatenate([np.arange(s, min(s + block, run.n_trs)) for s in rng.permutation(starts)])
+            run = dataclasses.replace(run, responses=run.responses[order])
+        runs.append(run)
+    return dataclasses.replace(experiment, runs=runs)
+
+
+@pytest.mark.slow
+def test_the_planted_caption_embedding_is_identified_and_a_permuted_one_is_not(quick_simulation):
+    config, experiment, truth = quick_simulation
+    config.decoding.n_permutations = 100
+    target = decode_target(experiment, "caption", truth.features["caption"], config, progress=False)
+    result = target.identification
+    assert result.values["pairwise"] >= 0.85
+    assert result.p_value_external["pairwise"] <= 0.05 and result.p_value["pairwise"] <= 0.05
+    assert np.isin(target.decoder.vertices_, truth.signal_vertices).mean() > 0.2  # 2,000 chosen, ~25 % planted
+    shuffled = decode_target(block_permuted(experiment, 10), "caption", truth.features["caption"], config,
+                             progress=False).identification
+    low, high = shuffled.ci["pairwise"]
+    assert low <= 0.5 <= high
+    assert shuffled.values["pairwise"] < result.ci["pairwise"][0]
+
+
+class _Links(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.sources = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "audio":
+            self.sources.append(dict(attrs)["src"])
+
+
+@pytest.mark.slow
+def test_decoding_outputs_with_retrieval_griffin_lim_and_musicgen(quick_simulation, tiny_musicgen, tmp_path):  # noqa: F811
+    config, experiment, truth = quick_simulation
+    cfg = config.decoding
+    cfg.targets, cfg.generators = ["caption", "logmel"], ["griffinlim", "musicgen"]
+    cfg.generator_models = {"musicgen": tiny_musicgen}
+    cfg.n_permutations, cfg.n_bootstrap, cfg.n_reconstructed, cfg.duration = 20, 100, 3, 4.0
+    run_decoding(config, tmp_path / "out", progress=False, experiment=experiment, truth=truth)
+    out = tmp_path / "out"
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["targets"]) == {"caption", "logmel"}
+    report = (out / "report.md").read_text()
+    assert "0.876" in report and "0.914" in report and "Protocol differences" in report
+    # retrieval: the decoded caption embedding finds training clips of the heard clip's genre more often than chance
+    import pandas as pd
+
+    retrieved = pd.read_csv(out / "retrieval.csv")
+    top = retrieved[(retrieved["target"] == "caption") & (retrieved["rank"] == 1) & (retrieved["source"] == "decoded")]
+    genres = experiment.clips.table["genre"]
+    same = (genres[top["clip_id"]].to_numpy() == genres[top["item_id"]].to_numpy()).mean()
+    assert same > 1 / genres.nunique() + 0.2
+    assert not set(top["item_id"]) & set(top["clip_id"])  # the heard clip is not in the library
+    # the listening page points at wav files a person can play: right length, not silent
+    page = _Links()
+    page.feed((out / "listen.html").read_text())
+    assert len(page.sources) >= 3 * 5  # 3 clips x (original, 2 retrievals, Griffin-Lim, MusicGen) at least
+    for source in page.sources:
+        wave, rate = read_wav(out / source)
+        assert rate == experiment.clips.sample_rate and len(wave) >= 3.9 * rate and np.abs(wave).max() > 1e-3
+    table = pd.read_csv(out / "reconstructions.csv")
+    oracle = table[(table["method"] == "griffinlim") & (table["source"] == "oracle")].iloc[0]
+    assert oracle["pairwise_logmel"] >= 0.9  # resynthesis keeps the spectrum it is given
+
+
+def test_decode_refuses_bad_input_before_fitting(tmp_path, capsys):
+    config = demo_config(quick=True)
+    config.decoding.top_k = [40]
+    path = tmp_path / "config.toml"
+    path.write_text(config.to_toml())
+    assert main(["decode", str(path), "--out", str(tmp_path / "a"), "--no-progress"]) == 2
+    assert "has 12 test clips" in capsys.readouterr().err and not (tmp_path / "a").exists()
+
+    config = demo_config(quick=True)
+    config.decoding.generators = ["musicgen"]
+    config.decoding.generator_models = {"musicgen": "brain2music-tests/no-such-musicgen"}
+    path.write_text(config.to_toml())
+    assert main(["decode", str(path), "--out", str(tmp_path / "b"), "--no-progress"]) == 2
+    assert "brain2music-tests/no-such-musicgen" in capsys.readouterr().err
+
+    library = tmp_path / "library.npz"
+    EmbeddingIndex(np.eye(3, 32, dtype=np.float32) + 0.1, ["x", "y", "z"], space="logmel",
+                   fingerprint="logmel-abc").save(library)
+    config = demo_config(quick=True)
+    config.decoding.library = str(library)
+    config.decoding.n_permutations = 0
+    config.data.simulation.n_train_runs, config.data.simulation.clips_per_run = 3, 4
+    config.data.simulation.n_test_clips = 6
+    path.write_text(config.to_toml())
+    assert main(["decode", str(path), "--out", str(tmp_path / "c"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "space 'caption'" in err and "'logmel'" in err and "Traceback" not in err
