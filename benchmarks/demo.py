@@ -2,8 +2,9 @@
 
 Runs ``brain2music demo`` (quick and/or full) in fresh processes, as a user would, and prints a
 table of wall time, recovery AUC, band accuracy, FWER-significant vertices and false positives
-(significant vertices outside the planted territories) per seed, with the machine's description,
-then each run's per-ROI table (``statistics/rois.md``).
+(significant vertices outside the planted territories) per seed, the decoding's time and pairwise
+identification per target, with the machine's description, then each run's per-ROI table
+(``statistics/rois.md``) and decoding tables (``decoding/identification.md``, ``reconstructions.md``).
 
     .venv/bin/python benchmarks/demo.py                 # quick and full, seeds 0-2
     .venv/bin/python benchmarks/demo.py --modes quick --seeds 0 1 2 3 4
@@ -42,10 +43,16 @@ def run_demo(mode: str, seed: int, out: Path) -> dict:
     summary = json.loads((out / "summary.json").read_text())
     statistics = summary.get("statistics", {})
     rois = out / "statistics" / "rois.md"
+    decoding = json.loads((out / "decoding" / "summary.json").read_text())
+    identification = (out / "decoding" / "identification.md").read_text()
+    reconstructions = out / "decoding" / "reconstructions.md"
     return {"mode": mode, "seed": seed, "wall_s": wall, **summary["recovery"], "timings": summary["timings_s"],
             "n_significant": statistics.get("test", {}).get("n_significant"),
             "n_false_positives": statistics.get("power", {}).get("n_false_positives"),
-            "rois": rois.read_text() if rois.is_file() else None}
+            "rois": rois.read_text() if rois.is_file() else None,
+            "decoding_s": decoding["timings_s"]["total"],
+            "pairwise": {s: t["identification"]["values"]["pairwise"] for s, t in decoding["targets"].items()},
+            "decoding": identification + ("\n" + reconstructions.read_text() if reconstructions.is_file() else "")}
 
 
 def main() -> None:
@@ -57,7 +64,7 @@ def main() -> None:
     print(machine_info())
     print()
     print(f"{'mode':6s} {'seed':>4s} {'wall s':>7s} {'AUC':>6s} {'band acc':>8s} {'signif':>7s} {'false +':>7s}   "
-          "steps (s)")
+          "steps (s); decoding: seconds, pairwise identification per target")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.keep or Path(tmp)
@@ -68,8 +75,9 @@ def main() -> None:
                 steps = ", ".join(f"{k} {v:.0f}" for k, v in row["timings"].items() if k != "total")
                 signif = "" if row["n_significant"] is None else row["n_significant"]
                 false = "" if row["n_false_positives"] is None else row["n_false_positives"]
+                decoded = ", ".join(f"{k} {v:.3f}" for k, v in row["pairwise"].items())
                 print(f"{mode:6s} {seed:4d} {row['wall_s']:7.1f} {row['auc']:6.3f} {row['band_accuracy']:8.3f} "
-                      f"{signif:>7} {false:>7}   {steps}", flush=True)
+                      f"{signif:>7} {false:>7}   {steps}; decoding {row['decoding_s']:.0f} s: {decoded}", flush=True)
     for mode in args.modes:
         sel = [r for r in rows if r["mode"] == mode]
         print(f"{mode:6s} mean {statistics.mean(r['wall_s'] for r in sel):7.1f} "
@@ -80,6 +88,8 @@ def main() -> None:
     for row in rows:
         if row["rois"]:
             print(f"\n### {row['mode']} demo, seed {row['seed']}: statistics/rois.md\n\n{row['rois'].strip()}")
+        print(f"\n### {row['mode']} demo, seed {row['seed']}: decoding/identification.md, reconstructions.md\n\n"
+              f"{row['decoding'].strip()}")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ weigh alike and the embedding's mean (shared by every clip) does not make all cl
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,16 +95,24 @@ def generators(cfg: DecodingConfig) -> dict:
     """The configured model-based generators (unloaded), by name (Griffin-Lim needs no model)."""
     made = {}
     for name in cfg.generators:
-        model = cfg.generator_models.get(name)
+        params = cfg.generator_params.get(name, {})
         if name == "musicgen":
             from decoding.generation.text_to_music import TextToMusic
 
-            made[name] = TextToMusic(model=model) if model else TextToMusic()
+            made[name] = _built(TextToMusic, name, params)
         elif name == "latent_diffusion":
             from decoding.generation.latent_diffusion import EmbeddingToMusic
 
-            made[name] = EmbeddingToMusic(model=model) if model else EmbeddingToMusic()
+            made[name] = _built(EmbeddingToMusic, name, params)
     return made
+
+
+def _built(cls, name: str, params: dict):
+    try:
+        return cls(**params)
+    except TypeError as err:
+        raise ConfigError(f"decoding.generator_params.{name}: {err}; its parameters: "
+                          f"{', '.join(list(inspect.signature(cls).parameters))}.") from None
 
 
 def preflight(config: PipelineConfig) -> None:
@@ -330,15 +339,18 @@ def reconstruct(run: DecodingRun, features: dict[str, dict[str, FeatureFrames]],
     """Retrieval for every target, then audio for the first test clips: originals, retrieved and generated.
 
     Each reconstruction comes from the decoded embedding and, as an oracle, from the true one;
-    their evaluation (:func:`evaluate_reconstructions`) is stored in ``run.reconstructions``.
+    retrieval adds a chance level (a random library item per clip). Their evaluation
+    (:func:`evaluate_reconstructions`) is stored in ``run.reconstructions``.
     """
     cfg = run.config.decoding
     params = run.config.features.params
-    indexes = {}
+    rng = np.random.default_rng(cfg.random_state)
+    chance = {}  # a random library item per clip: the retrieval's chance level
     for space, target in run.targets.items():
-        indexes[space] = library_index(cfg, space, run.experiment, features[space], params.get(space, {}),
-                                       target.clip_ids, progress)
-        target.retrieval = retrieve(target, indexes[space], cfg)
+        index = library_index(cfg, space, run.experiment, features[space], params.get(space, {}), target.clip_ids,
+                              progress)
+        target.retrieval = retrieve(target, index, cfg)
+        chance[space] = dict(zip(target.clip_ids, rng.choice(index.item_ids, size=len(target.clip_ids))))
     first = next(iter(run.targets.values()))
     clip_ids = first.clip_ids[:cfg.n_reconstructed]
     if not clip_ids:
@@ -351,8 +363,9 @@ def reconstruct(run: DecodingRun, features: dict[str, dict[str, FeatureFrames]],
             audio[clip, "original", "true"] = np.asarray(clips.audio[clip], dtype=np.float32)
     for space, target in run.targets.items():
         found = target.retrieval[target.retrieval["rank"] == 1]
-        for source in ("decoded", "oracle"):
-            chosen = found[found["source"] == source].set_index("clip_id")["item_id"]
+        picks = {source: found[found["source"] == source].set_index("clip_id")["item_id"]
+                 for source in ("decoded", "oracle")}
+        for source, chosen in {**picks, "chance": chance[space]}.items():
             for clip in clip_ids:
                 item = chosen.get(clip)
                 if item in clips.audio:
@@ -431,7 +444,7 @@ def evaluate_reconstructions(run: DecodingRun, audio: dict, clip_ids: list[str],
     Returns
     -------
     DataFrame
-        Columns ``method``, ``source`` (``decoded`` / ``oracle``), ``n_clips``, ``tag_r`` and
+        Columns ``method``, ``source`` (``decoded``, ``oracle``, ``chance``), ``n_clips``, ``tag_r`` and
         ``top5_tags_shared`` (share of the original's five most probable tags among the
         reconstruction's), each with its ``_chance``, and ``pairwise_<space>`` per re-embedding space.
     """

@@ -119,7 +119,7 @@ def listening_page(run, audio: dict[str, str]) -> str:
     """An HTML page: one row per reconstructed clip, its original, retrievals and generations side by side."""
     clips = sorted({key.split("_")[0] for key in audio}, key=list(next(iter(run.targets.values())).clip_ids).index)
     columns = sorted({key[len(c) + 1:] for key in audio for c in clips if key.startswith(c + "_")},
-                     key=lambda c: (c != "original_true", c.endswith("oracle"), c))
+                     key=lambda c: (c != "original_true", c.endswith("chance"), c.endswith("oracle"), c))
     table = run.experiment.clips.table
     captions = table["caption"] if "caption" in table else pd.Series(dtype=str)
     retrieved = {}
@@ -149,7 +149,8 @@ audio{{width:200px}}</style></head><body>
 <h1>Original, retrieved and generated music, side by side</h1>
 <p>Subject {html.escape(run.experiment.subject)}. Each row is a test clip the decoder never saw in training.
 <em>decoded</em> columns come from the embedding decoded from fMRI; <em>oracle</em> columns from the clip's true
-embedding (what the method can do at best); retrieval searches the library for the nearest item.</p>
+embedding (what the method can do at best); <em>chance</em> columns hold a random library item; retrieval
+searches the library (the other clips of the experiment unless a library was given) for the nearest item.</p>
 <table><tr><th>clip</th>{head}</tr>
 {chr(10).join(rows)}
 </table></body></html>
@@ -274,7 +275,8 @@ def markdown_report(run, summary: dict, figures: dict[str, str]) -> str:
               "SD per dimension.", ""]
     if run.reconstructions is not None and len(run.reconstructions):
         lines += ["## Reconstructions", "",
-                  ("Each reconstruction from the decoded embedding beside its oracle (from the true embedding); "
+                  ("Each reconstruction from the decoded embedding beside its oracle (from the true embedding) and, "
+                   "for retrieval, chance (a random library item); "
                    "`tag_r`: correlation of musicnn's 50 MagnaTagATune tag probabilities between original and "
                    "reconstruction (`tag_r_chance`: with the other clips' reconstructions); `pairwise_<space>`: "
                    "identification of the reconstructions re-embedded in that space. Listen: [listen.html](listen.html)."),

@@ -669,8 +669,11 @@ class DecodingConfig(Section):
         ``griffinlim`` (from a decoded ``logmel``, no weights), ``musicgen`` (prompted with the
         captions retrieved for a decoded text target), ``latent_diffusion`` (conditioned on a decoded
         ``clap_audio``).
-    generator_models : dict of str to str
-        Model id or folder per generator (empty: its default hub id).
+    generator_params : dict of str to dict
+        Parameters per generator, e.g. ``{musicgen = {model = "facebook/musicgen-medium"},
+        latent_diffusion = {model = "FOLDER", num_inference_steps = 100}}`` (their defaults: the hub
+        ids ``facebook/musicgen-small`` and ``ucsd-reach/musicldm``; see
+        :mod:`decoding.generation`).
     n_reconstructed : int
         Test clips reconstructed (retrieved and generated audio), in test order.
     duration : float
@@ -696,7 +699,7 @@ class DecodingConfig(Section):
     library_method: str = option("exact", choices=RETRIEVAL_METHODS)
     n_retrieved: int = option(5, ge=1)
     generators: list[str] = option(factory=list)
-    generator_models: dict[str, str] = option(factory=dict)
+    generator_params: dict[str, dict] = option(factory=dict)
     n_reconstructed: int = option(6, ge=0)
     duration: float = option(10.0, gt=0)
     random_state: int = 0
@@ -721,9 +724,12 @@ class DecodingConfig(Section):
         if unknown:
             raise ConfigError(f"decoding.generators names unknown generators {unknown}; choose from "
                               f"{', '.join(GENERATORS)}.")
-        outside = sorted(set(self.generator_models) - set(self.generators))
+        outside = sorted(set(self.generator_params) - set(self.generators) - {"griffinlim"})
         if outside:
-            raise ConfigError(f"decoding.generator_models names {outside}, which are not in decoding.generators.")
+            raise ConfigError(f"decoding.generator_params names {outside}, which are not in decoding.generators.")
+        if "griffinlim" in self.generator_params:
+            raise ConfigError("decoding.generator_params.griffinlim: Griffin-Lim takes the logmel space's own "
+                              "parameters (features.params.logmel), none of its own.")
         needs = {"griffinlim": "logmel", "latent_diffusion": "clap_audio"}
         for generator, space in needs.items():
             if generator in self.generators and space not in self.targets:

@@ -71,7 +71,7 @@ def test_decoding_outputs_with_retrieval_griffin_lim_and_musicgen(quick_simulati
     config, experiment, truth = quick_simulation
     cfg = config.decoding
     cfg.targets, cfg.generators = ["caption", "logmel"], ["griffinlim", "musicgen"]
-    cfg.generator_models = {"musicgen": tiny_musicgen}
+    cfg.generator_params = {"musicgen": {"model": tiny_musicgen}}
     cfg.n_permutations, cfg.n_bootstrap, cfg.n_reconstructed, cfg.duration = 20, 100, 3, 4.0
     run_decoding(config, tmp_path / "out", progress=False, experiment=experiment, truth=truth)
     out = tmp_path / "out"
@@ -110,7 +110,7 @@ def test_decode_refuses_bad_input_before_fitting(tmp_path, capsys):
 
     config = demo_config(quick=True)
     config.decoding.generators = ["musicgen"]
-    config.decoding.generator_models = {"musicgen": "brain2music-tests/no-such-musicgen"}
+    config.decoding.generator_params = {"musicgen": {"model": "brain2music-tests/no-such-musicgen"}}
     path.write_text(config.to_toml())
     assert main(["decode", str(path), "--out", str(tmp_path / "b"), "--no-progress"]) == 2
     assert "brain2music-tests/no-such-musicgen" in capsys.readouterr().err
@@ -127,3 +127,34 @@ def test_decode_refuses_bad_input_before_fitting(tmp_path, capsys):
     assert main(["decode", str(path), "--out", str(tmp_path / "c"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "space 'caption'" in err and "'logmel'" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_decoded_clap_embedding_conditions_latent_diffusion(quick_simulation, tmp_path):
+    """The CLAP path: decode the embedding of the generator's own CLAP, generate from it (tiny MusicLDM)."""
+    torch = pytest.importorskip("torch", reason="latent diffusion needs the [models] extra")
+    pytest.importorskip("diffusers", reason="latent diffusion needs the [generation] extra")
+    from decoding.generation.latent_diffusion import EmbeddingToMusic
+    from tests.test_latent_diffusion import tiny_musicldm
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny convolutions are far slower on two busy threads
+    try:
+        tiny_musicldm().save_pretrained(tmp_path / "musicldm")
+        clap = EmbeddingToMusic(model=str(tmp_path / "musicldm")).export_clap(tmp_path / "clap")
+        config, experiment, truth = quick_simulation
+        config.features.params = {"clap_audio": {"model": str(clap), "window": 1.0}}
+        cfg = config.decoding
+        cfg.targets, cfg.generators = ["clap_audio"], ["latent_diffusion"]
+        cfg.generator_params = {"latent_diffusion": {"model": str(tmp_path / "musicldm"), "num_inference_steps": 3}}
+        cfg.n_permutations, cfg.n_bootstrap, cfg.n_reconstructed, cfg.duration = 0, 0, 2, 1.0
+        run = run_decoding(config, tmp_path / "out", progress=False, experiment=experiment, truth=truth)
+    finally:
+        torch.set_num_threads(threads)
+    decoded = read_wav(tmp_path / "out" / "audio" / f"{run.targets['clap_audio'].clip_ids[0]}_latent_diffusion_decoded.wav")
+    oracle = read_wav(tmp_path / "out" / "audio" / f"{run.targets['clap_audio'].clip_ids[0]}_latent_diffusion_oracle.wav")
+    assert decoded[1] == oracle[1] == experiment.clips.sample_rate
+    assert len(decoded[0]) == experiment.clips.sample_rate and not np.allclose(decoded[0], oracle[0])
+    table = run.reconstructions.set_index(["method", "source"])
+    assert {("latent_diffusion", "decoded"), ("latent_diffusion", "oracle")} <= set(table.index)
+    assert "pairwise_clap_audio" in table

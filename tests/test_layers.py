@@ -70,6 +70,17 @@ def test_statistics_do_not_import_the_pipeline_and_loaders_do_not_analyse():
             assert not {t for t in targets if t in ("encoding.pipeline", "encoding.model", "encoding.ridge")}, module
 
 
+def test_decoding_builds_on_encoding_and_encoding_does_not_need_decoding():
+    graph = import_graph()
+    for module, targets in graph.items():
+        if module.startswith("encoding") and module != "encoding.cli":  # the CLI sits on top of both
+            assert not {t for t in targets if t.startswith("decoding")}, module
+        if module.startswith("decoding") and module not in ("decoding.pipeline", "decoding.report"):
+            assert not {t for t in targets if t in ("encoding.pipeline", "encoding.report", "encoding.cli")}, module
+    assert {"encoding.ridge", "encoding.design", "encoding.scoring"} <= set().union(
+        *(graph[m] for m in graph if m.startswith("decoding")))  # the solver and the design helpers are reused
+
+
 def run_python(code: str, **env) -> str:
     import os
 
@@ -125,6 +136,10 @@ def test_public_names_are_reexported_lazily():
                      "from encoding import run_pipeline, BandedRidgeEncoder, PipelineConfig, demo_config; "
                      "print(run_pipeline.__module__, BandedRidgeEncoder.__module__, demo_config.__module__)")
     assert out.splitlines() == ["False", "encoding.pipeline encoding.model encoding.config"]
+    out = run_python("import decoding, sys; print('decoding.pipeline' in sys.modules, 'torch' in sys.modules); "
+                     "from decoding import RidgeDecoder, run_decoding, EmbeddingIndex; "
+                     "print(RidgeDecoder.__module__, run_decoding.__module__, EmbeddingIndex.__module__)")
+    assert out.splitlines() == ["False False", "decoding.model decoding.pipeline decoding.retrieval"]
 
 
 def test_feature_cache_keys_change_with_the_code_revision_of_every_extractor(monkeypatch):
