@@ -5,7 +5,8 @@ The problem (synthetic, with a planted linear map so scores mean something): 12 
 embedding), 2 test runs of 410 TRs; one alpha per target dimension from 21 log-spaced values,
 leave-one-run-out CV. Methods, each in its own process (its peak memory is its own):
 
-- ``ours-all``: :class:`decoding.model.RidgeDecoder` on every vertex (the encoding solver, kernel form);
+- ``ours-all``: :class:`decoding.model.RidgeDecoder` on every vertex (the encoding solver, kernel form),
+  numpy backend; ``ours-all-torch``: the same on himalaya's torch backend (CPU here);
 - ``ours-encoding``: the default decoder, 2,000 vertices selected by encoding performance, nested in its CV;
 - ``himalaya``: himalaya ``KernelRidgeCV`` (linear kernel, one alpha per target, the same folds),
   on the backend given by ``--himalaya-backend`` (torch is its faster CPU backend here).
@@ -30,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
 from machine import machine_info
 
-METHODS = ("ours-all", "ours-encoding", "himalaya")
+METHODS = ("ours-all", "ours-all-torch", "ours-encoding", "himalaya")
 
 
 def problem(n_runs: int, run_trs: int, n_vertices: int, n_lags: int, n_dims: int, seed: int = 0):
@@ -54,8 +55,9 @@ def run_method(method: str, args) -> dict:
     if method.startswith("ours"):
         from decoding.model import RidgeDecoder
 
-        model = RidgeDecoder(n_delays=args.lags, selection="all" if method == "ours-all" else "encoding",
-                             alphas=alphas, backend="numpy", memory_gb=args.memory_gb, progress_bar=False)
+        model = RidgeDecoder(n_delays=args.lags, selection="encoding" if method == "ours-encoding" else "all",
+                             alphas=alphas, backend="torch" if method.endswith("torch") else "numpy",
+                             memory_gb=args.memory_gb, progress_bar=False)
         model.fit(X, Y, groups)
         prediction = model.predict(X_test)
     else:

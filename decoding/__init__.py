@@ -25,7 +25,7 @@ _PUBLIC = {
     "EmbeddingIndex": "decoding.retrieval",
     "run_decoding": "decoding.pipeline", "DecodingRun": "decoding.pipeline",
 }
-__all__ = sorted(_PUBLIC)
+__all__ = tuple(sorted(_PUBLIC))
 
 
 def __getattr__(name: str):

@@ -11,8 +11,8 @@ Vertex selection (``selection``):
 - ``"all"``: every vertex;
 - an array (a boolean mask or vertex indices, e.g. an ROI of :mod:`atlases`): those vertices;
 - ``"encoding"``: the ``n_vertices`` vertices whose responses the target predicts best, scored by
-  leave-one-run-out R^2 of an encoding model (ridge from the target to each vertex-lag column;
-  a vertex scores its best lag) on the training runs only. Because the selection looks at the
+  leave-one-run-out R^2 of an encoding model (ridge from the target to each vertex's response,
+  averaged over the lags) on the training runs only. Because the selection looks at the
   training targets, it is **nested** in the decoder's cross-validation: each validation run's
   alphas are scored with vertices selected on the other runs, so the CV score that picks alpha
   (and the test score) never sees data the selection used. Nesting needs three training runs.
@@ -34,7 +34,7 @@ from encoding.scoring import r2_score
 DEFAULT_DECODER_ALPHAS = tuple(np.logspace(0, 10, 21).tolist())
 SELECTIONS = ("all", "encoding")
 DEFAULT_SELECTED = 2000
-ENCODING_ALPHAS = np.logspace(-1, 5, 7)  # the selection's encoding models: few, wide steps suffice
+ENCODING_ALPHAS = np.logspace(1, 5, 3)  # the selection ranks vertices: three wide steps suffice
 
 
 class RidgeDecoder(RegressorMixin, BaseEstimator):
@@ -244,20 +244,23 @@ class RidgeDecoder(RegressorMixin, BaseEstimator):
 
 
 def encoding_scores(X: np.ndarray, Z: np.ndarray, groups: np.ndarray, n_delays: int, backend: str) -> np.ndarray:
-    """Leave-one-run-out R^2 of ridge from the target to each vertex, its best lag and alpha, shape (n_vertices,).
+    """Leave-one-run-out R^2 of ridge from the target to each vertex's response, at its best alpha, shape (n_vertices,).
+
+    A vertex's response is its columns averaged over the lags (one encoding model per vertex,
+    not per lag: ``n_delays`` times less work, and the lags of one vertex are strongly correlated).
 
     Parameters
     ----------
     X : ndarray, shape (n_samples, n_delays * n_vertices)
-        Responses (the encoding model's targets).
+        Responses (the encoding model's targets), delay-major.
     Z : ndarray, shape (n_samples, n_dims)
         Standardised target embedding (the encoding model's features).
     """
+    response = X.reshape(len(X), n_delays, -1).mean(axis=1) if n_delays > 1 else X
     problem = RidgeProblem(Z - Z.mean(axis=0), groups, {"target": slice(0, Z.shape[1])}, backend=backend)
     factorization = problem.factorize(np.ones(1), ENCODING_ALPHAS, "folds")
     b = backend_module(backend)
-    scores = b.to_numpy(problem.cv_scores(factorization, X - X.mean(axis=0))).max(axis=0)
-    return scores.reshape(n_delays, -1).max(axis=0)
+    return b.to_numpy(problem.cv_scores(factorization, response - response.mean(axis=0))).max(axis=0)
 
 
 def top_vertices(scores: np.ndarray, n: int) -> np.ndarray:

@@ -78,13 +78,17 @@ class TargetResult:
 
 @dataclass
 class DecodingRun:
-    """Everything a decoding run produced."""
+    """Everything a decoding run produced.
+
+    ``audio`` maps (clip id, method, source) to (waveform, sample rate): method ``original``,
+    ``retrieval_<space>`` or a generator; source ``true``, ``decoded``, ``oracle`` or ``chance``.
+    """
 
     config: PipelineConfig
     experiment: Experiment
     targets: dict[str, TargetResult]
     reconstructions: pd.DataFrame | None = None
-    audio: dict[str, tuple[np.ndarray, int]] = field(default_factory=dict)
+    audio: dict[tuple[str, str, str], tuple[np.ndarray, int]] = field(default_factory=dict)
     truth: GroundTruth | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -125,10 +129,6 @@ def preflight(config: PipelineConfig) -> None:
     """
     cfg = config.decoding
     encoding_preflight(dataclasses.replace(config, features=_target_features(config)))
-    if cfg.library and not Path(cfg.library).exists():
-        raise MissingInputError(f"decoding.library = {cfg.library!r} does not exist; give a caption table (CSV), a "
-                                "folder of audio files or a saved index (.npz), or leave it empty to retrieve among "
-                                "the experiment's clips.")
     if cfg.library:
         check_library(config)
     if cfg.library_method == "faiss":
@@ -152,6 +152,10 @@ def check_library(config: PipelineConfig) -> None:
     """
     cfg = config.decoding
     path = Path(cfg.library)
+    if not path.exists():
+        raise MissingInputError(f"decoding.library = {cfg.library!r} does not exist; give a caption table (CSV), a "
+                                "folder of audio files or a saved index (.npz), or leave it empty to retrieve among "
+                                "the experiment's clips.")
     if path.suffix == ".npz":
         index = EmbeddingIndex.load(path)
         for space in cfg.targets:  # the dimensions are checked when the decoded embeddings are searched
@@ -180,12 +184,13 @@ def check_against_data(cfg: DecodingConfig, experiment: Experiment) -> None:
                         f"with top_k up to {max(cfg.top_k)} needs at least {need}. Lower decoding.top_k or add test "
                         "runs.")
     text = [t for t in cfg.targets if t in TEXT_TARGETS]
-    if text and not experiment.clips.captions or text and not any(experiment.clips.captions):
+    if text and not any(experiment.clips.captions):
         raise DataError(f"decoding.targets has text spaces {text} but the clips have no captions; add a 'caption' "
                         "column to the clip table or decode an audio space.")
     audio = [t for t in cfg.targets if t not in TEXT_TARGETS]
-    if audio and not experiment.clips.audio and not all(t in experiment.runs[0].regressors for t in audio):
-        raise DataError(f"decoding.targets has audio spaces {audio} but the clips have no audio.")
+    if audio and not experiment.clips.audio:
+        raise DataError(f"decoding.targets has audio spaces {audio} but the clips have no audio; give the stimulus "
+                        "audio (data.bids.audio_root) or decode a text space.")
 
 
 def _target_features(config: PipelineConfig) -> FeaturesConfig:
@@ -345,12 +350,12 @@ def reconstruct(run: DecodingRun, features: dict[str, dict[str, FeatureFrames]],
     cfg = run.config.decoding
     params = run.config.features.params
     rng = np.random.default_rng(cfg.random_state)
-    chance = {}  # a random library item per clip: the retrieval's chance level
+    chance, indexes = {}, {}  # chance: a random library item per clip, the retrieval's chance level
     for space, target in run.targets.items():
-        index = library_index(cfg, space, run.experiment, features[space], params.get(space, {}), target.clip_ids,
-                              progress)
-        target.retrieval = retrieve(target, index, cfg)
-        chance[space] = dict(zip(target.clip_ids, rng.choice(index.item_ids, size=len(target.clip_ids))))
+        indexes[space] = library_index(cfg, space, run.experiment, features[space], params.get(space, {}),
+                                       target.clip_ids, progress)
+        target.retrieval = retrieve(target, indexes[space], cfg)
+        chance[space] = dict(zip(target.clip_ids, rng.choice(indexes[space].item_ids, size=len(target.clip_ids))))
     first = next(iter(run.targets.values()))
     clip_ids = first.clip_ids[:cfg.n_reconstructed]
     if not clip_ids:
@@ -365,15 +370,27 @@ def reconstruct(run: DecodingRun, features: dict[str, dict[str, FeatureFrames]],
         found = target.retrieval[target.retrieval["rank"] == 1]
         picks = {source: found[found["source"] == source].set_index("clip_id")["item_id"]
                  for source in ("decoded", "oracle")}
+        metadata = indexes[space].metadata
+        paths = metadata["path"].dropna() if "path" in metadata else pd.Series(dtype=str)
         for source, chosen in {**picks, "chance": chance[space]}.items():
             for clip in clip_ids:
                 item = chosen.get(clip)
                 if item in clips.audio:
                     audio[clip, f"retrieval_{space}", source] = np.asarray(clips.audio[item], dtype=np.float32)
+                elif item in paths:  # a library of audio files
+                    audio[clip, f"retrieval_{space}", source] = _load_audio(paths[item], sample_rate)
     for name, made in _generated(run, clip_ids, features, sample_rate, progress).items():
         audio.update({(clip, name, source): wave for (clip, source), wave in made.items()})
-    run.audio = {"_".join(key): (wave, sample_rate) for key, wave in audio.items()}
+    run.audio = {key: (wave, sample_rate) for key, wave in audio.items()}
     run.reconstructions = evaluate_reconstructions(run, audio, clip_ids, features)
+
+
+def _load_audio(path, sample_rate: int) -> np.ndarray:
+    """A library item's audio, mono at ``sample_rate``."""
+    import librosa
+
+    wave, _ = librosa.load(str(path), sr=sample_rate, mono=True)
+    return wave.astype(np.float32)
 
 
 def _generated(run: DecodingRun, clip_ids: list[str], features, sample_rate: int, progress: bool) -> dict:

@@ -97,15 +97,15 @@ def summarize(run) -> dict:
 
 # -- audio and the listening page -----------------------------------------------------------
 
-def write_audio(run, folder: Path) -> dict[str, str]:
-    """Write every clip of ``run.audio`` as a 16-bit wav; returns key -> path relative to the run folder."""
+def write_audio(run, folder: Path) -> dict[tuple[str, str, str], str]:
+    """Write every clip of ``run.audio`` as a 16-bit wav; returns (clip, method, source) -> path in the run folder."""
     if not run.audio:
         return {}
     from decoding.generation.audio import write_wav
 
     files = {}
     for key, (wave, rate) in run.audio.items():
-        name = f"{_safe(key)}.wav"
+        name = f"{_safe('_'.join(key))}.wav"
         write_wav(folder / name, wave, rate)
         files[key] = f"audio/{name}"
     return files
@@ -115,11 +115,12 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
 
 
-def listening_page(run, audio: dict[str, str]) -> str:
+def listening_page(run, audio: dict[tuple[str, str, str], str]) -> str:
     """An HTML page: one row per reconstructed clip, its original, retrievals and generations side by side."""
-    clips = sorted({key.split("_")[0] for key in audio}, key=list(next(iter(run.targets.values())).clip_ids).index)
-    columns = sorted({key[len(c) + 1:] for key in audio for c in clips if key.startswith(c + "_")},
-                     key=lambda c: (c != "original_true", c.endswith("chance"), c.endswith("oracle"), c))
+    order = next(iter(run.targets.values())).clip_ids
+    clips = sorted({clip for clip, _, _ in audio}, key=order.index)
+    columns = sorted({(method, source) for _, method, source in audio},
+                     key=lambda c: (c[0] != "original", c[1] == "chance", c[1] == "oracle", c))
     table = run.experiment.clips.table
     captions = table["caption"] if "caption" in table else pd.Series(dtype=str)
     retrieved = {}
@@ -127,12 +128,12 @@ def listening_page(run, audio: dict[str, str]) -> str:
         if target.retrieval is not None and "caption" in target.retrieval:
             top = target.retrieval[(target.retrieval["rank"] == 1) & (target.retrieval["source"] == "decoded")]
             retrieved[space] = top.set_index("clip_id")["caption"]
-    head = "".join(f"<th>{html.escape(_column_title(c))}</th>" for c in columns)
+    head = "".join(f"<th>{html.escape(_column_title(*c))}</th>" for c in columns)
     rows = []
     for clip in clips:
         cells = []
-        for column in columns:
-            path = audio.get(f"{clip}_{column}")
+        for method, source in columns:
+            path = audio.get((clip, method, source))
             cells.append(f'<td><audio controls preload="none" src="{html.escape(path)}"></audio></td>' if path
                          else "<td>-</td>")
         notes = [f"<b>{html.escape(clip)}</b>"]
@@ -157,9 +158,8 @@ searches the library (the other clips of the experiment unless a library was giv
 """
 
 
-def _column_title(column: str) -> str:
-    method, _, source = column.rpartition("_")
-    if column == "original_true":
+def _column_title(method: str, source: str) -> str:
+    if method == "original":
         return "original"
     return f"{method.replace('_', ' ')} ({source})"
 
@@ -299,21 +299,23 @@ def methods_paragraph(run) -> str:
     cfg = run.config.decoding
     targets = ", ".join(f"{s} ({t.true.shape[1]} dimensions)" for s, t in run.targets.items())
     first = next(iter(run.targets.values()))
+    n_runs = first.design.train_samples["run_id"].nunique()
+    lags = ", ".join(map(str, cfg.delays))
     selection = {
-        "encoding": (f"the {cfg.n_vertices} vertices best predicted by an encoding model of the target (leave-one-run-out "
-                     "R^2 on the training runs; the selection was repeated within each cross-validation fold, so that "
-                     "no validation or test data informed it)"),
+        "encoding": (f"the {cfg.n_vertices} vertices best predicted by an encoding model of the target "
+                     "(leave-one-run-out R^2 on the training runs; the selection was repeated within each "
+                     "cross-validation fold, so that no validation or test data informed it)"),
         "all": "all vertices", "roi": f"the vertices of the regions {', '.join(cfg.rois)}"}[cfg.selection]
-    text = (f"We decoded {targets} from the responses of {selection}. Responses (z-scored per run) were averaged over "
-            f"each {cfg.window:g}-s embedding window (hop {cfg.hop:g} s), lagged by {', '.join(map(str, cfg.delays))} "
-            f"TR(s); the target embedding was averaged over the same window. A ridge regression was fitted for each "
-            f"target dimension, its regularisation chosen among {cfg.n_alphas} log-spaced values from {cfg.alpha_min:g} "
-            f"to {cfg.alpha_max:g} by leave-one-run-out cross-validation over the {len(first.design.train_samples['run_id'].unique())} "
-            f"training runs (brain2music's banded-ridge solver in kernel form). Test predictions were averaged per clip "
-            f"(test repeats averaged before decoding). Pairwise identification (Denk et al. 2023) is, for each test clip, "
-            f"the fraction of other test clips j with corr(decoded_i, true_i) > corr(decoded_i, true_j); N-way top-k "
-            f"accuracy and the mean rank are computed among all {first.identification.n_clips} test clips. "
-            f"Confidence intervals are percentile bootstrap intervals over test clips ({cfg.n_bootstrap} resamples); "
-            f"p-values come from {cfg.n_permutations} permutations, both of the clips' assignment and of clip "
-            f"presentations within training runs with the decoder refitted (hyperparameters and vertices held).")
-    return text
+    return (
+        f"We decoded {targets} from the responses of {selection}. Responses (z-scored per run) were averaged over "
+        f"each {cfg.window:g}-s embedding window (hop {cfg.hop:g} s), lagged by {lags} TR(s); the target embedding "
+        f"was averaged over the same window. A ridge regression was fitted for each target dimension, its "
+        f"regularisation chosen among {cfg.n_alphas} log-spaced values from {cfg.alpha_min:g} to {cfg.alpha_max:g} by "
+        f"leave-one-run-out cross-validation over the {n_runs} training runs (brain2music's ridge solver, "
+        f"{first.decoder.form_} form). Test predictions were averaged per clip (test repeats averaged before "
+        "decoding). Pairwise identification (Denk et al. 2023) is, for each test clip, the fraction of other test "
+        "clips j with corr(decoded_i, true_i) > corr(decoded_i, true_j); N-way top-k accuracy and the mean rank are "
+        f"computed among all {first.identification.n_clips} test clips. Confidence intervals are percentile "
+        f"bootstrap intervals over test clips ({cfg.n_bootstrap} resamples); p-values come from "
+        f"{cfg.n_permutations} permutations, both of the clips' assignment and of clip presentations within "
+        "training runs with the decoder refitted (hyperparameters and vertices held).")

@@ -131,6 +131,30 @@ def test_nested_selection_scores_each_run_with_vertices_chosen_without_it():
     np.testing.assert_allclose(decoder.cv_scores_, curves.max(axis=0), atol=2e-3)
 
 
+def test_encoding_scores_are_leave_one_run_out_r2_of_each_vertex_response_averaged_over_lags():
+    from decoding.model import ENCODING_ALPHAS
+
+    experiment, frames = clip_experiment(n_vertices=12, signal=0.7, n_signal=4)
+    design = make_decoding_design(experiment, frames, delays=(2, 3))
+    Z = (design.Y_train - design.Y_train.mean(0)) / design.Y_train.std(0)
+    scores = encoding_scores(design.X_train, Z.astype(np.float32), design.groups, 2, "numpy")
+    response = design.X_train.reshape(len(Z), 2, 12).mean(axis=1).astype(np.float64)
+    response -= response.mean(0)
+    Zc = Z - Z.mean(0)
+    for v in (0, 3, 9):
+        best = -np.inf
+        for alpha in ENCODING_ALPHAS:
+            held = []
+            for run in np.unique(design.groups):
+                train, val = design.groups != run, design.groups == run
+                prediction = Ridge(alpha=alpha, fit_intercept=False).fit(Zc[train], response[train, v]).predict(Zc[val])
+                y = response[val, v]
+                held.append(1 - ((y - prediction) ** 2).sum() / ((y - y.mean()) ** 2).sum())
+            best = max(best, np.mean(held))
+        assert scores[v] == pytest.approx(best, abs=2e-3)
+    assert scores[:4].min() > scores[4:].max()  # the planted vertices score highest
+
+
 def test_selecting_vertices_on_test_data_inflates_identification_on_pure_noise():
     """Double dipping: vertices chosen by how well an encoding model predicts the *test* responses make a
     decoder identify test clips from pure noise; the default (nested training-run selection) does not."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import html.parser
 import json
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -22,9 +24,8 @@ from tests.test_generation import tiny_musicgen  # noqa: F401  (a fixture)
 @pytest.fixture(scope="module")
 def quick_simulation():
     """The quick demo's simulated experiment (its planted caption embedding drives aSTG and mSTS)."""
-    config = demo_config(quick=True)
-    experiment, truth = simulate_experiment(config.data.simulation, progress=False)
-    return config, experiment, truth
+    experiment, truth = simulate_experiment(demo_config(quick=True).data.simulation, progress=False)
+    return experiment, truth
 
 
 def block_permuted(experiment: Experiment, block: int, seed: int = 0) -> Experiment:
@@ -42,7 +43,8 @@ def block_permuted(experiment: Experiment, block: int, seed: int = 0) -> Experim
 
 @pytest.mark.slow
 def test_the_planted_caption_embedding_is_identified_and_a_permuted_one_is_not(quick_simulation):
-    config, experiment, truth = quick_simulation
+    experiment, truth = quick_simulation
+    config = demo_config(quick=True)
     config.decoding.n_permutations = 100
     target = decode_target(experiment, "caption", truth.features["caption"], config, progress=False)
     result = target.identification
@@ -66,15 +68,23 @@ class _Links(html.parser.HTMLParser):
             self.sources.append(dict(attrs)["src"])
 
 
-@pytest.mark.slow
-def test_decoding_outputs_with_retrieval_griffin_lim_and_musicgen(quick_simulation, tiny_musicgen, tmp_path):  # noqa: F811
-    config, experiment, truth = quick_simulation
+@pytest.fixture(scope="module")
+def decoded(quick_simulation, tiny_musicgen, tmp_path_factory):  # noqa: F811
+    """A decoding run with outputs: caption and logmel, retrieval, Griffin-Lim and (tiny) MusicGen."""
+    experiment, truth = quick_simulation
+    config = demo_config(quick=True)
     cfg = config.decoding
     cfg.targets, cfg.generators = ["caption", "logmel"], ["griffinlim", "musicgen"]
     cfg.generator_params = {"musicgen": {"model": tiny_musicgen}}
     cfg.n_permutations, cfg.n_bootstrap, cfg.n_reconstructed, cfg.duration = 20, 100, 3, 4.0
-    run_decoding(config, tmp_path / "out", progress=False, experiment=experiment, truth=truth)
-    out = tmp_path / "out"
+    out = tmp_path_factory.mktemp("decoded") / "out"
+    run_decoding(config, out, progress=False, experiment=experiment, truth=truth)
+    return out, experiment
+
+
+@pytest.mark.slow
+def test_decoding_outputs_with_retrieval_griffin_lim_and_musicgen(decoded):
+    out, experiment = decoded
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["targets"]) == {"caption", "logmel"}
     report = (out / "report.md").read_text()
@@ -98,6 +108,25 @@ def test_decoding_outputs_with_retrieval_griffin_lim_and_musicgen(quick_simulati
     table = pd.read_csv(out / "reconstructions.csv")
     oracle = table[(table["method"] == "griffinlim") & (table["source"] == "oracle")].iloc[0]
     assert oracle["pairwise_logmel"] >= 0.9  # resynthesis keeps the spectrum it is given
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (apt-get install chromium)")
+def test_the_listening_page_opens_in_a_headless_browser(decoded, tmp_path):
+    out, _ = decoded
+    page = (out / "listen.html").resolve().as_uri()
+    browser = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files"]
+    dom = subprocess.run([*browser, "--dump-dom", page], capture_output=True, text=True, timeout=120, check=True).stdout
+    parsed = _Links()
+    parsed.feed(dom)
+    assert len(parsed.sources) >= 15 and "Original, retrieved and generated music" in dom
+    shot = tmp_path / "listen.png"
+    subprocess.run([*browser, f"--screenshot={shot}", "--window-size=1400,900", page], capture_output=True,
+                   timeout=120, check=True)
+    from matplotlib.image import imread
+
+    pixels = imread(shot)
+    assert pixels.shape[:2] == (900, 1400) and pixels[..., :3].std() > 0.05  # a rendered table, not a blank page
 
 
 def test_decode_refuses_bad_input_before_fitting(tmp_path, capsys):
@@ -142,7 +171,8 @@ def test_decoded_clap_embedding_conditions_latent_diffusion(quick_simulation, tm
     try:
         tiny_musicldm().save_pretrained(tmp_path / "musicldm")
         clap = EmbeddingToMusic(model=str(tmp_path / "musicldm")).export_clap(tmp_path / "clap")
-        config, experiment, truth = quick_simulation
+        experiment, truth = quick_simulation
+        config = demo_config(quick=True)
         config.features.params = {"clap_audio": {"model": str(clap), "window": 1.0}}
         cfg = config.decoding
         cfg.targets, cfg.generators = ["clap_audio"], ["latent_diffusion"]
@@ -158,3 +188,26 @@ def test_decoded_clap_embedding_conditions_latent_diffusion(quick_simulation, tm
     table = run.reconstructions.set_index(["method", "source"])
     assert {("latent_diffusion", "decoded"), ("latent_diffusion", "oracle")} <= set(table.index)
     assert "pairwise_clap_audio" in table
+
+
+@pytest.mark.slow
+def test_a_folder_of_audio_is_a_retrieval_library_and_its_files_are_played(quick_simulation, tmp_path):
+    from decoding.generation.audio import write_wav
+
+    experiment, truth = quick_simulation
+    config = demo_config(quick=True)
+    library = tmp_path / "library"
+    train = [c for run in experiment.train_runs for c in run.events["clip_id"]][:8]
+    for clip in train:
+        write_wav(library / f"{clip}.wav", experiment.clips.audio[clip], experiment.clips.sample_rate)
+    cfg = config.decoding
+    cfg.targets, cfg.generators, cfg.library = ["logmel"], [], str(library)
+    cfg.n_permutations, cfg.n_bootstrap, cfg.n_reconstructed = 0, 0, 2
+    run = run_decoding(config, None, progress=False, experiment=experiment, truth=truth)
+    found = run.targets["logmel"].retrieval
+    assert set(found["item_id"]) <= set(train)
+    clip = run.targets["logmel"].clip_ids[0]
+    item = found[(found["clip_id"] == clip) & (found["rank"] == 1) & (found["source"] == "decoded")]["item_id"].item()
+    wave, _ = run.audio[clip, "retrieval_logmel", "decoded"]
+    expected, _ = read_wav(library / f"{item}.wav")
+    np.testing.assert_allclose(wave, expected, atol=1e-3)
