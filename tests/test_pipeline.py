@@ -60,7 +60,7 @@ def test_cli_help_lists_commands(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--help"])
     text = capsys.readouterr().out
-    for command in ("demo", "fit", "spaces"):
+    for command in ("demo", "fit", "decode", "sweep", "spaces"):
         assert command in text
 
 
