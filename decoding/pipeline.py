@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from encoding.data import ClipSet, Experiment
 from encoding.errors import ConfigError, DataError, MissingInputError
 from encoding.features import FeatureFrames, get_extractor
 from encoding.io import RunFolder
-from encoding.pipeline import extract_features, load_data
+from encoding.pipeline import Steps, extract_features, load_data
 from encoding.pipeline import preflight as encoding_preflight
 from encoding.simulation import GroundTruth
 
@@ -301,24 +300,15 @@ def run_decoding(config: PipelineConfig, out_dir: str | Path | None = None, prog
     """
     folder = RunFolder(out_dir) if out_dir is not None else None
     cfg = config.decoding
-    timings: dict[str, float] = {}
+    step = Steps(4 + bool(out_dir), "brain2music decode", progress)
+    timings = step.timings
     done = False
-    steps = tqdm(total=4 + bool(out_dir), desc="brain2music decode", disable=not progress, delay=0.5)
-
-    def step(name, func, *args, **kwargs):
-        steps.set_postfix_str(name, refresh=False)
-        start = time.perf_counter()
-        out = func(*args, **kwargs)
-        timings[name] = round(time.perf_counter() - start, 3)
-        steps.update()
-        return out
-
     try:
         preflight(config)
         if experiment is None:
             experiment, truth = step("data", load_data, config.data, config.features.params, progress)
         else:
-            steps.update()
+            step.skip()
         check_against_data(cfg, experiment)
         features = step("features", extract_features, experiment, _target_features(config), progress,
                         truth.features if truth is not None else None)
@@ -333,8 +323,7 @@ def run_decoding(config: PipelineConfig, out_dir: str | Path | None = None, prog
             folder.commit()
         done = True
     finally:
-        steps.leave = done
-        steps.close()
+        step.close(done)
         if folder is not None:
             folder.discard()
     return run

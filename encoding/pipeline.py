@@ -430,17 +430,8 @@ def run_pipeline(config: PipelineConfig, out_dir: str | Path | None = None, prog
     PipelineRun
     """
     folder = RunFolder(out_dir) if out_dir is not None else None  # checked and claimed before any work
-    timings: dict[str, float] = {}
-    steps = tqdm(total=7 if out_dir else 6, desc="brain2music", disable=not progress, delay=0.5)
-
-    def step(name: str, func, *args, **kwargs):
-        steps.set_postfix_str(name, refresh=False)
-        start = time.perf_counter()
-        out = func(*args, **kwargs)
-        timings[name] = round(time.perf_counter() - start, 3)
-        steps.update()
-        return out
-
+    step = Steps(7 if out_dir else 6, "brain2music", progress)
+    timings = step.timings
     done = False
     try:
         preflight(config)
@@ -462,8 +453,36 @@ def run_pipeline(config: PipelineConfig, out_dir: str | Path | None = None, prog
             folder.commit()
         done = True
     finally:
-        steps.leave = done  # a failed run clears its bar: the error message stands on its own line
-        steps.close()
+        step.close(done)
         if folder is not None:
             folder.discard()  # nothing is left behind unless committed
     return run
+
+
+class Steps:
+    """A progress bar over the named steps of a run that times each step.
+
+    ``steps(name, func, *args)`` runs ``func(*args)``, records its seconds in ``timings[name]``
+    and advances the bar; ``close(done)`` clears the bar of a failed run, so that the error message
+    stands on its own line.
+    """
+
+    def __init__(self, total: int, desc: str, progress: bool = True):
+        self.timings: dict[str, float] = {}
+        self._bar = tqdm(total=total, desc=desc, disable=not progress, delay=0.5)
+
+    def __call__(self, name: str, func, *args, **kwargs):
+        self._bar.set_postfix_str(name, refresh=False)
+        start = time.perf_counter()
+        out = func(*args, **kwargs)
+        self.timings[name] = round(time.perf_counter() - start, 3)
+        self._bar.update()
+        return out
+
+    def skip(self) -> None:
+        """Advance past a step that has nothing to do."""
+        self._bar.update()
+
+    def close(self, done: bool) -> None:
+        self._bar.leave = done
+        self._bar.close()
