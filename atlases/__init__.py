@@ -6,7 +6,8 @@ The names below are imported on first use, so ``import atlases.rois`` loads no p
 from importlib import import_module
 
 _PUBLIC = {"plot_surface_map": "atlases.plotting", "AUDITORY_LANDMARKS": "atlases.rois",
-           "auditory_rois": "atlases.rois", "coordinates": "atlases.surface", "load_fsaverage5": "atlases.surface"}
+           "auditory_rois": "atlases.rois", "coordinates": "atlases.surface", "load_fsaverage5": "atlases.surface",
+           "desikan_killiany": "atlases.parcellations", "atlas_rois": "atlases.parcellations"}
 __all__ = sorted(_PUBLIC)
 
 

