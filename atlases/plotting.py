@@ -130,3 +130,174 @@ def _four_views(draw) -> Figure:
             ax.set_box_aspect(None, zoom=1.45)
             ax.set_title(f"{hemi} {view}", fontsize=11, y=0.9)
     return fig
+
+
+# -- flat maps ------------------------------------------------------------------------------
+
+FLAT_BACKGROUND = (0.62, 0.82)  # grey of sulci and of gyri
+
+
+def flat_hemisphere(hemi: str) -> tuple[np.ndarray, np.ndarray]:
+    """nilearn's fsaverage5 flat patch of ``hemi``: 2-D vertex positions (mm) and the patch's faces.
+
+    Positions are oriented as pycortex draws flat maps: dorsal up, the occipital pole outward (to
+    the left for the left hemisphere, to the right for the right one), frontal lobes toward the
+    middle. Vertices the cut leaves out (the medial wall) are in no face.
+
+    Returns
+    -------
+    xy : ndarray, shape (10242, 2)
+    faces : ndarray of int, shape (n_faces, 3)
+    """
+    part = load_fsaverage5()["flat"].parts[hemi]
+    xy = np.asarray(part.coordinates, dtype=np.float64)[:, :2] * np.array([-1.0, 1.0])
+    return xy, np.asarray(part.faces)
+
+
+def _face_colors(rgba: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    return rgba[faces].mean(axis=1)
+
+
+def _flat_background(part: slice) -> np.ndarray:
+    """Grey per vertex from sulcal depth: sulci dark, gyri light (RGBA, shape (10242, 4))."""
+    depth = sulcal_depth()[part]
+    light = np.where(depth > 0, *FLAT_BACKGROUND)
+    return np.column_stack([light, light, light, np.ones_like(light)])
+
+
+def _flat_figure(rgba: np.ndarray, title: str, outlines: dict[str, np.ndarray] | None) -> Figure:
+    """Both flat hemispheres coloured per vertex by ``rgba`` (20484, 4), with optional ROI outlines."""
+    from matplotlib.collections import PolyCollection
+    from matplotlib.tri import Triangulation
+
+    fig = Figure(figsize=(12, 4.6))
+    for col, hemi in enumerate(HEMIS):
+        ax = fig.add_axes([0.0 + col * 0.4, 0.04, 0.39, 0.82])
+        part = hemisphere_slices()[hemi]
+        xy, faces = flat_hemisphere(hemi)
+        ax.add_collection(PolyCollection(xy[faces], facecolors=_face_colors(rgba[part], faces), edgecolors="none",
+                                         antialiased=False))
+        if outlines:
+            triangulation = Triangulation(xy[:, 0], xy[:, 1], faces)
+            for k, (name, mask) in enumerate(outlines.items()):
+                colour = "black" if len(outlines) == 1 else matplotlib.colormaps["tab10"](k % 10)
+                ax.tricontour(triangulation, mask[part].astype(float), levels=[0.5], colors=[colour], linewidths=1.0)
+                inside = mask[part] & np.isin(np.arange(len(xy)), faces)
+                if inside.any():
+                    x, y = xy[inside].mean(axis=0)
+                    ax.text(x, y, name, fontsize=8, ha="center", va="center", color=colour,
+                            bbox={"facecolor": "white", "alpha": 0.6, "edgecolor": "none", "pad": 1})
+        used = np.unique(faces)
+        ax.set_xlim(xy[used, 0].min() - 5, xy[used, 0].max() + 5)
+        ax.set_ylim(xy[used, 1].min() - 5, xy[used, 1].max() + 5)
+        ax.set_aspect("equal")
+        ax.set_axis_off()
+        ax.set_title(f"{hemi} hemisphere (flat)", fontsize=11)
+    fig.suptitle(title, fontsize=13, y=0.98)
+    return fig
+
+
+def plot_flat_map(values: np.ndarray, title: str, *, kind: str = "sequential", threshold: float | None = None,
+                  vmax: float | None = None, cmap: str | None = None, label: str = "",
+                  outlines: dict[str, np.ndarray] | None = None) -> Figure:
+    """A vertex map on the flattened fsaverage5 (both hemispheres), over sulcal depth.
+
+    The colour map follows the quantity: ``kind="sequential"`` (``inferno`` from 0; negative
+    values are not shown) for R^2, variance shares and other non-negative quantities;
+    ``kind="diverging"`` (``RdBu_r``, symmetric about 0) for signed values (effects, t, raw
+    unique variance).
+
+    Parameters
+    ----------
+    values : ndarray, shape (20484,)
+        One value per vertex; NaN is not shown.
+    title : str
+    kind : {"sequential", "diverging"}
+    threshold : float or None
+        Values with ``|value| <= threshold`` are not shown (None: 0 is not shown).
+    vmax : float or None
+        End of the colour scale (None: the 99th percentile of shown ``|values|``).
+    cmap : str or None
+        Override the colour map.
+    label : str
+        Colour-bar label, with units (e.g. ``"test R^2"``).
+    outlines : dict of str to ndarray of bool, shape (20484,)
+        Regions to outline and name (e.g. :func:`atlases.parcellations.atlas_rois`).
+
+    Returns
+    -------
+    Figure
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.shape != (20484,):
+        raise ValueError(f"Expected one value per fsaverage5 vertex (20484,), got shape {values.shape}.")
+    if kind not in ("sequential", "diverging"):
+        raise ValueError(f"kind must be 'sequential' or 'diverging', got {kind!r}.")
+    finite = np.nan_to_num(values, nan=0.0)
+    signed = kind == "diverging"
+    thr = 0.0 if threshold is None else float(threshold)
+    shown = np.isfinite(values) & ((np.abs(finite) if signed else finite) > thr)
+    top = vmax if vmax is not None else (np.percentile(np.abs(finite[shown]), 99) if shown.any() else 1.0)
+    top = max(float(top), thr + 1e-6)
+    colormap = matplotlib.colormaps[cmap or ("RdBu_r" if signed else "inferno")]
+    norm = Normalize(-top, top) if signed else Normalize(0.0, top)
+    rgba = np.vstack([_flat_background(hemisphere_slices()[h]) for h in HEMIS])
+    rgba[shown] = colormap(norm(np.clip(finite[shown], -top, top)))
+    shown_text = f"|value| > {thr:.3g}" if signed else f"> {thr:.3g}"
+    fig = _flat_figure(rgba, title + (f"  (shown: {shown_text})" if thr > 0 else ""), outlines)
+    cax = fig.add_axes([0.84, 0.2, 0.016, 0.58])
+    bar = fig.colorbar(ScalarMappable(norm=norm, cmap=colormap), cax=cax)
+    bar.set_label(label, fontsize=11)
+    return fig
+
+
+def plot_flat_rgb(channels: np.ndarray, names: Sequence[str], title: str, *, vmax: float | None = None,
+                  opacity: np.ndarray | None = None, outlines: dict[str, np.ndarray] | None = None) -> Figure:
+    """Three vertex maps at once, one colour channel each (red, green, blue), on the flat fsaverage5.
+
+    Made for the unique variance of three feature spaces: a vertex where only the first space
+    explains variance is red, where the first two both do yellow, and so on; values are clipped
+    at 0 and scaled by ``vmax``. The legend names the three channels (a label can say more, e.g.
+    ``"logmel (unique R^2)"``).
+
+    Parameters
+    ----------
+    channels : ndarray, shape (3, 20484)
+    names : sequence of three str
+        What each channel shows (the legend).
+    title : str
+    vmax : float or None
+        Value of full intensity (None: the 99th percentile over the three channels).
+    opacity : ndarray, shape (20484,), optional
+        Per-vertex weight in [0, 1] of the colour over the grey background (e.g. the noise ceiling),
+        so unreliable vertices fade.
+    outlines : dict of str to ndarray of bool, optional
+
+    Returns
+    -------
+    Figure
+    """
+    channels = np.nan_to_num(np.asarray(channels, dtype=np.float64), nan=0.0)
+    if channels.shape != (3, 20484) or len(names) != 3:
+        raise ValueError(f"Expected three maps of 20484 vertices and three names, got {channels.shape} and "
+                         f"{len(names)} names.")
+    positive = np.clip(channels, 0, None)
+    top = vmax if vmax is not None else max(float(np.percentile(positive[positive > 0], 99)) if (positive > 0).any()
+                                            else 1.0, 1e-12)
+    colour = np.clip(positive / top, 0, 1).T  # (20484, 3)
+    weight = colour.max(axis=1) if opacity is None else np.clip(np.asarray(opacity, dtype=np.float64), 0, 1)
+    weight = np.where(colour.max(axis=1) > 0, weight, 0.0)
+    background = np.vstack([_flat_background(hemisphere_slices()[h]) for h in HEMIS])
+    rgba = background.copy()
+    full = colour / np.maximum(colour.max(axis=1, keepdims=True), 1e-12)  # the hue at full brightness
+    rgba[:, :3] = (1 - weight[:, None]) * background[:, :3] + weight[:, None] * full
+    fig = _flat_figure(rgba, title, outlines)
+    legend = fig.add_axes([0.81, 0.25, 0.18, 0.5])
+    legend.set_axis_off()
+    swatches = [((1, 0, 0), names[0]), ((0, 1, 0), names[1]), ((0, 0, 1), names[2]),
+                ((1, 1, 0), f"{names[0]} + {names[1]}"), ((1, 0, 1), f"{names[0]} + {names[2]}"),
+                ((0, 1, 1), f"{names[1]} + {names[2]}"), ((1, 1, 1), "all three")]
+    handles = [Patch(facecolor=c, edgecolor="0.3", label=n) for c, n in swatches]
+    legend.legend(handles=handles, loc="center left", fontsize=7, frameon=False,
+                  title=f"unique variance\n(full colour: {top:.3g})", title_fontsize=7)
+    return fig

@@ -172,10 +172,17 @@ def write_arrays(path: str | Path, **arrays: np.ndarray) -> Path:
     return Path(path)
 
 
+FIGURE_FORMATS = ("png", "svg", "pdf")
+
+
 def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
-    """Save a matplotlib figure atomically as PNG (figures here are made without pyplot: nothing to close)."""
+    """Save a matplotlib figure atomically, as PNG, SVG or PDF after the file's suffix (PNG at ``dpi``;
+    300 for print). Figures here are made without pyplot: nothing to close."""
+    kind = Path(path).suffix.lower().lstrip(".") or "png"
+    if kind not in FIGURE_FORMATS:
+        raise OutputError(f"Cannot save a figure as {Path(path).name}: use one of .png, .svg, .pdf.")
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, format="png", facecolor="white")
+        fig.savefig(tmp, dpi=dpi, format=kind, facecolor="white")
     return Path(path)
 
 

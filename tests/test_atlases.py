@@ -82,3 +82,44 @@ def test_desikan_killiany_regions_match_the_atlas_file_and_lie_where_anatomy_say
     assert not (rois["HG"] & rois["STG"]).any() and (dk.labels[rois["IFG"]] > 0).all()
     with pytest.raises(KeyError, match="no parcel \\['heschl'\\]"):
         dk.mask("heschl")
+
+
+def _face_colours(fig, panel: int) -> np.ndarray:
+    from matplotlib.collections import PolyCollection
+
+    (faces,) = [c for c in fig.axes[panel].collections if isinstance(c, PolyCollection)]
+    return faces.get_facecolor()[:, :3]
+
+
+def test_flat_maps_are_oriented_and_show_each_value_where_it_is(tmp_path):
+    from atlases.parcellations import atlas_rois
+    from atlases.plotting import flat_hemisphere, plot_flat_map, plot_flat_rgb
+    from encoding.io import save_figure
+
+    rois = atlas_rois()
+    for hemi, part, outward in (("left", slice(0, 10242), -1), ("right", slice(10242, None), 1)):
+        xy, _ = flat_hemisphere(hemi)
+        centre = {name: xy[mask[part]].mean(axis=0) for name, mask in rois.items()}
+        assert outward * (centre["V1"][0] - centre["IFG"][0]) > 100  # occipital pole outward, frontal inward
+        assert centre["precentral"][1] > centre["HG"][1] + 40  # dorsal up, the temporal lobe below
+    left_hg = rois["HG"] & (np.arange(20484) < 10242)
+    fig = plot_flat_map(np.where(left_hg, 0.5, 0.0), "HG", threshold=0.1, label="test R^2")
+    xy, faces = flat_hemisphere("left")
+    inside = left_hg[:10242][faces].all(axis=1)
+    colours = _face_colours(fig, 0)
+    grey = np.ptp(colours, axis=1) < 1e-6
+    assert not grey[inside].any() and grey[~left_hg[:10242][faces].any(axis=1)].all()
+    assert np.ptp(_face_colours(fig, 1), axis=1).max() < 1e-6  # nothing on the right hemisphere
+    signed = plot_flat_map(np.where(left_hg, -0.5, 0.0), "negative", kind="diverging")
+    blue = _face_colours(signed, 0)[inside]
+    assert (blue[:, 2] > blue[:, 0] + 0.2).all()  # negative values are blue on RdBu_r
+    v1 = rois["V1"]
+    rgb = plot_flat_rgb(np.stack([rois["HG"] * 0.3, np.zeros(20484), v1 * 0.3]), ["logmel", "modulation", "caption"],
+                        "unique variance")
+    colours = _face_colours(rgb, 0)
+    red, blue = colours[inside], colours[v1[:10242][faces].all(axis=1)]
+    assert (red[:, 0] > 0.9).all() and (red[:, 1:] < 0.1).all() and (blue[:, 2] > 0.9).all() and (blue[:, :2] < 0.1).all()
+    texts = [t.get_text() for ax in rgb.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+    assert texts[:3] == ["logmel", "modulation", "caption"] and len(texts) == 7
+    for suffix, magic in ((".pdf", b"%PDF"), (".svg", b"<?xml"), (".png", b"\x89PNG")):
+        assert save_figure(rgb, tmp_path / f"map{suffix}", dpi=300).read_bytes().startswith(magic)
