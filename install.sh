@@ -5,7 +5,7 @@
 # This is the one supported install: the tests and the demo's recovery numbers assume all of it.
 set -euo pipefail
 cd "$(dirname "$0")"
-extras="models,cluster,generation,retrieval,dev"
+extras="models,cluster,generation,retrieval,viewer,dev"
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 # torch is pinned: 2.13.0 (CPU) is what this platform serves without downloading gigabytes.

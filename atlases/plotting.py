@@ -301,3 +301,58 @@ def plot_flat_rgb(channels: np.ndarray, names: Sequence[str], title: str, *, vma
     legend.legend(handles=handles, loc="center left", fontsize=7, frameon=False,
                   title=f"unique variance\n(full colour: {top:.3g})", title_fontsize=7)
     return fig
+
+
+# -- interactive views ----------------------------------------------------------------------
+
+def view_surface(values: np.ndarray, title: str = "", *, kind: str = "sequential", threshold: float | None = None,
+                 vmax: float | None = None, surface: str = "inflated"):
+    """An interactive 3-D view of a vertex map, both hemispheres (nilearn's ``view_surf``, plotly).
+
+    The view shows itself in Jupyter; ``.save_as_html(path)`` writes a self-contained page that
+    opens offline (plotly's JavaScript is inlined). Colours follow ``kind`` as in
+    :func:`plot_flat_map`.
+
+    Parameters
+    ----------
+    values : ndarray, shape (20484,)
+    title : str
+    kind : {"sequential", "diverging"}
+    threshold : float or None
+        Values with ``|value|`` below it are not coloured.
+    vmax : float or None
+    surface : {"inflated", "pial", "white_matter"}
+
+    Returns
+    -------
+    nilearn ``SurfaceView``
+
+    Raises
+    ------
+    ImportError
+        Without plotly (``pip install 'brain2music[viewer]'``).
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("plotly") is None:
+        raise ImportError("Interactive surface views need plotly: pip install 'brain2music[viewer]'.")
+    from nilearn.plotting import view_surf
+    from nilearn.surface import SurfaceImage
+
+    values = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0)
+    if values.shape != (20484,):
+        raise ValueError(f"Expected one value per fsaverage5 vertex (20484,), got shape {values.shape}.")
+    if kind not in ("sequential", "diverging"):
+        raise ValueError(f"kind must be 'sequential' or 'diverging', got {kind!r}.")
+    signed = kind == "diverging"
+    values = values if signed else np.clip(values, 0, None)
+    mesh = load_fsaverage5()[surface]
+    parts = hemisphere_slices()
+    image = SurfaceImage(mesh=mesh, data={h: values[parts[h]] for h in HEMIS})
+    sulc = sulcal_depth()
+    background = SurfaceImage(mesh=mesh, data={h: sulc[parts[h]] for h in HEMIS})
+    top = vmax if vmax is not None else max(float(np.percentile(np.abs(values[values != 0]), 99))
+                                            if (values != 0).any() else 1.0, 1e-6)
+    return view_surf(mesh, image, bg_map=background, hemi="both", threshold=threshold, vmax=top,
+                     vmin=None if signed else 0.0, symmetric_cmap=signed, cmap="RdBu_r" if signed else "inferno",
+                     title=title or None)

@@ -90,6 +90,18 @@ class EncodingResults:
     explainable_variance: np.ndarray | None = None
     cc_norm: np.ndarray | None = None
 
+    def view(self, quantity: str = "test_r2", threshold: float | None = 0.05):
+        """An interactive 3-D map of ``quantity`` (a name of :meth:`arrays` or ``split_r2_<space>``), for
+        Jupyter or ``.save_as_html`` (:func:`atlases.plotting.view_surface`; fsaverage5 results only)."""
+        from atlases.plotting import view_surface
+
+        arrays = self.arrays()
+        arrays.update({f"split_r2_{name}": self.split_r2[k] for k, name in enumerate(self.band_names)})
+        maps = [name for name, value in arrays.items() if np.ndim(value) == 1 and np.size(value) == self.test_r2.size]
+        if quantity not in maps:
+            raise ValueError(f"No per-vertex map {quantity!r}; choose from {', '.join(maps)}.")
+        return view_surface(arrays[quantity], quantity, threshold=threshold)
+
     def arrays(self) -> dict[str, np.ndarray]:
         """The results as named arrays (the layout of ``results.npz``; noise ceilings when there are repeats)."""
         arrays = {

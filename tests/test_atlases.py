@@ -123,3 +123,17 @@ def test_flat_maps_are_oriented_and_show_each_value_where_it_is(tmp_path):
     assert texts[:3] == ["logmel", "modulation", "caption"] and len(texts) == 7
     for suffix, magic in ((".pdf", b"%PDF"), (".svg", b"<?xml"), (".png", b"\x89PNG")):
         assert save_figure(rgb, tmp_path / f"map{suffix}", dpi=300).read_bytes().startswith(magic)
+
+
+def test_interactive_view_is_a_self_contained_page_with_the_map(tiny_run, tmp_path):
+    pytest.importorskip("plotly", reason="interactive views need the [viewer] extra")
+    import re
+
+    view = tiny_run.results.view("test_r2")
+    path = tmp_path / "view.html"
+    view.save_as_html(path)
+    page = path.read_text()
+    assert not re.findall(r'src="https?://', page)  # every script inlined: the page opens offline
+    assert "plotly" in page.lower() and "test_r2" in page
+    with pytest.raises(ValueError, match="choose from test_r2"):
+        tiny_run.results.view("nope")
