@@ -16,7 +16,7 @@ from matplotlib.colors import ListedColormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from atlases.surface import HEMIS, hemisphere_slices, load_fsaverage5, sulcal_depth
+from atlases.surface import HEMIS, check_fsaverage5, hemisphere_slices, load_fsaverage5, sulcal_depth
 
 VIEWS = ("lateral", "medial")
 
@@ -228,9 +228,7 @@ def plot_flat_map(values: np.ndarray, title: str, *, kind: str = "sequential", t
     -------
     Figure
     """
-    values = np.asarray(values, dtype=np.float64)
-    if values.shape != (20484,):
-        raise ValueError(f"Expected one value per fsaverage5 vertex (20484,), got shape {values.shape}.")
+    values = check_fsaverage5(values)
     if kind not in ("sequential", "diverging"):
         raise ValueError(f"kind must be 'sequential' or 'diverging', got {kind!r}.")
     finite = np.nan_to_num(values, nan=0.0)
@@ -339,9 +337,7 @@ def view_surface(values: np.ndarray, title: str = "", *, kind: str = "sequential
     from nilearn.plotting import view_surf
     from nilearn.surface import SurfaceImage
 
-    values = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0)
-    if values.shape != (20484,):
-        raise ValueError(f"Expected one value per fsaverage5 vertex (20484,), got shape {values.shape}.")
+    values = np.nan_to_num(check_fsaverage5(values), nan=0.0)
     if kind not in ("sequential", "diverging"):
         raise ValueError(f"kind must be 'sequential' or 'diverging', got {kind!r}.")
     signed = kind == "diverging"

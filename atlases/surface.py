@@ -88,3 +88,72 @@ def smooth(values: np.ndarray, n_iter: int = 5) -> np.ndarray:
     for _ in range(n_iter):
         out = step @ out
     return out
+
+
+SURFACE_SIZES = {10242: "fsaverage5", 40962: "fsaverage6", 163842: "fsaverage", 2562: "fsaverage4",
+                 642: "fsaverage3", 32492: "fsLR 32k"}
+
+
+def check_fsaverage5(values: np.ndarray, what: str = "the map") -> np.ndarray:
+    """``values`` as (20484, ...) float, or one message naming the surface its size belongs to.
+
+    Raises
+    ------
+    DataError
+        When the first axis does not hold 20,484 vertices (left then right hemisphere).
+    """
+    from encoding.errors import DataError
+
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim == 0 or values.shape[0] != 2 * N_VERTICES_HEMI:
+        size = values.shape[0] if values.ndim else 0
+        guess = SURFACE_SIZES.get(size // 2) if size % 2 == 0 else None
+        hint = (f" ({size // 2:,} per hemisphere: {guess}; resample it to fsaverage5, e.g. with nilearn or "
+                "FreeSurfer's mri_surf2surf)") if guess and guess != "fsaverage5" else ""
+        raise DataError(f"{what} has {size:,} vertices but fsaverage5 has 20,484 (10,242 per hemisphere, left "
+                        f"first){hint}; volumes go through atlases.surface.volume_to_fsaverage5.")
+    return values
+
+
+def volume_to_fsaverage5(image, radius: float = 3.0, interpolation: str = "linear") -> np.ndarray:
+    """Project a volume in MNI space onto fsaverage5 (nilearn's ``vol_to_surf``, pial to white matter).
+
+    Each vertex takes the image sampled along the line from its white-matter to its pial position
+    (nilearn's ``"line"`` kind), so results computed in volume space get the same maps, tables and
+    statistics as surface results.
+
+    Parameters
+    ----------
+    image : str, path or nibabel image
+        3-D (one map) or 4-D (one map per volume) image in MNI152 space.
+    radius : float
+        mm; the sampling neighbourhood of nilearn's ``vol_to_surf``.
+    interpolation : {"linear", "nearest"}
+
+    Returns
+    -------
+    ndarray, shape (20484,) or (20484, n_volumes)
+
+    Raises
+    ------
+    MissingInputError, DataError
+        A file that does not exist or is not a 3-D / 4-D image.
+    """
+    import nibabel as nib
+    from nilearn.surface import vol_to_surf
+
+    from encoding.errors import DataError, MissingInputError
+
+    if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__"):
+        try:
+            image = nib.load(image)
+        except FileNotFoundError:
+            raise MissingInputError(f"Volume {image} does not exist.") from None
+        except Exception as err:  # nibabel raises several types for files it cannot read
+            raise DataError(f"Volume {image} is not an image nibabel can read ({err}).") from None
+    if len(image.shape) not in (3, 4):
+        raise DataError(f"A volume to project must be 3-D or 4-D; got shape {image.shape}.")
+    meshes = load_fsaverage5()
+    parts = [vol_to_surf(image, meshes["pial"].parts[h], radius=radius, interpolation=interpolation, kind="line",
+                         inner_mesh=meshes["white_matter"].parts[h]) for h in HEMIS]
+    return np.concatenate(parts, axis=0)

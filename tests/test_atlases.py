@@ -137,3 +137,28 @@ def test_interactive_view_is_a_self_contained_page_with_the_map(tiny_run, tmp_pa
     assert "plotly" in page.lower() and "test_r2" in page
     with pytest.raises(ValueError, match="choose from test_r2"):
         tiny_run.results.view("nope")
+
+
+def test_a_volume_blob_in_mni_space_projects_onto_the_right_gyrus(tmp_path):
+    import nibabel as nib
+
+    from atlases.parcellations import atlas_rois
+    from atlases.surface import check_fsaverage5, volume_to_fsaverage5
+    from encoding.errors import DataError, MissingInputError
+
+    affine = np.array([[2.0, 0, 0, -90], [0, 2, 0, -126], [0, 0, 2, -72], [0, 0, 0, 1]])  # MNI152 2 mm
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in (91, 109, 91)], indexing="ij"), axis=-1)
+    xyz = ijk @ affine[:3, :3].T + affine[:3, 3]
+    blob = (np.linalg.norm(xyz - np.array([-45.0, -21.0, 8.0]), axis=-1) < 10).astype(np.float32)  # left Heschl
+    path = tmp_path / "blob.nii.gz"
+    nib.save(nib.Nifti1Image(blob, affine), path)
+    values = volume_to_fsaverage5(path)
+    assert values.shape == (20484,)
+    rois = atlas_rois()
+    left = np.arange(20484) < 10242
+    assert values[rois["HG"] & left].mean() > 0.5  # the blob lands on left Heschl's gyrus
+    assert values[~left].max() == 0 and values[rois["V1"]].max() == 0  # and nowhere else far away
+    with pytest.raises(DataError, match="81,924 vertices.*40,962 per hemisphere: fsaverage6"):
+        check_fsaverage5(np.zeros(81924), "results.npz:test_r2")
+    with pytest.raises(MissingInputError, match="does not exist"):
+        volume_to_fsaverage5(tmp_path / "missing.nii.gz")
