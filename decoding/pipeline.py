@@ -204,9 +204,9 @@ def make_decoder(cfg: DecodingConfig, n_vertices: int, progress: bool = True, ba
     """The (unfitted) decoder ``cfg`` describes."""
     selection = cfg.selection
     if selection == "roi":
-        from atlases.rois import auditory_rois
+        from atlases.parcellations import atlas_rois
 
-        masks = auditory_rois()
+        masks = atlas_rois()
         selection = np.any([masks[name] for name in cfg.rois], axis=0)
         if selection.size != n_vertices:
             raise DataError(f"decoding.selection = 'roi' uses fsaverage5 regions ({selection.size} vertices) but the "

@@ -646,10 +646,11 @@ class DecodingConfig(Section):
         Lags of the responses behind the stimulus, TRs (default 3: 4.5 s).
     selection : {"encoding", "all", "roi"}
         Vertices decoded from: the best ``n_vertices`` by training-run encoding performance
-        (nested in the decoder's CV), all of them, or the ``rois`` (auditory landmarks).
+        (nested in the decoder's CV), all of them, or the ``rois`` (Desikan-Killiany regions).
     n_vertices : int
     rois : list of str
-        Landmarks of :data:`atlases.rois.AUDITORY_LANDMARKS` (``selection = "roi"``).
+        Regions of :data:`atlases.parcellations.DK_REGIONS` (``selection = "roi"``), e.g.
+        ``["HG", "STG", "STS"]``.
     alpha_min, alpha_max, n_alphas
         Log-spaced regularisation grid, searched per target dimension.
     top_k : list of int
@@ -714,12 +715,12 @@ class DecodingConfig(Section):
             raise ConfigError(f"decoding.alpha_min ({self.alpha_min:g}) must be smaller than decoding.alpha_max "
                               f"({self.alpha_max:g}).")
         if self.selection == "roi":
-            from atlases.rois import AUDITORY_LANDMARKS
+            from atlases.parcellations import DK_REGIONS
 
-            unknown = [r for r in self.rois if r not in AUDITORY_LANDMARKS]
+            unknown = [r for r in self.rois if r not in DK_REGIONS]
             if unknown or not self.rois:
                 raise ConfigError(f"decoding.rois names unknown regions {unknown or '[]'} for selection = 'roi'; choose "
-                                  f"from {', '.join(AUDITORY_LANDMARKS)}.")
+                                  f"from {', '.join(DK_REGIONS)} (Desikan-Killiany, atlases.parcellations).")
         unknown = [g for g in self.generators if g not in GENERATORS]
         if unknown:
             raise ConfigError(f"decoding.generators names unknown generators {unknown}; choose from "

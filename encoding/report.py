@@ -232,12 +232,12 @@ def statistics_markdown(summary: dict) -> list[str]:
 
 
 def write_statistics_tables(run, out: Path) -> dict[str, str]:
-    """``statistics/rois.{csv,md,tex}`` (per ROI or target) and ``statistics/methods.md``."""
+    """``statistics/rois.{csv,md,tex}`` (per Desikan-Killiany region, or per target) and ``statistics/methods.md``."""
     folder = out / "statistics"
     if run.experiment.space == "fsaverage5":
-        from atlases.rois import auditory_rois
+        from atlases.parcellations import atlas_rois
 
-        masks = auditory_rois()
+        masks = atlas_rois()  # Desikan-Killiany regions: auditory, then comparison regions
     elif run.experiment.n_vertices <= MAX_BAR_TARGETS:
         names = run.experiment.info.get("vertex_names") or [str(i) for i in range(run.experiment.n_vertices)]
         masks = {name: np.arange(run.experiment.n_vertices) == i for i, name in enumerate(names)}

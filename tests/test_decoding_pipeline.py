@@ -211,3 +211,20 @@ def test_a_folder_of_audio_is_a_retrieval_library_and_its_files_are_played(quick
     wave, _ = run.audio[clip, "retrieval_logmel", "decoded"]
     expected, _ = read_wav(library / f"{item}.wav")
     np.testing.assert_allclose(wave, expected, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_decoding_from_atlas_regions_uses_only_their_vertices(quick_simulation):
+    from atlases.parcellations import atlas_rois
+
+    experiment, truth = quick_simulation
+    config = demo_config(quick=True)
+    config.decoding.selection, config.decoding.rois, config.decoding.n_permutations = "roi", ["STG", "STS"], 0
+    target = decode_target(experiment, "caption", truth.features["caption"], config, progress=False)
+    rois = atlas_rois()
+    assert np.array_equal(target.decoder.vertices_, np.flatnonzero(rois["STG"] | rois["STS"]))
+    assert target.identification.values["pairwise"] > 0.8  # the caption territory lies in the STG and STS
+    config.decoding.rois = ["V1"]
+    control = decode_target(experiment, "caption", truth.features["caption"], config, progress=False)
+    low, high = control.identification.ci["pairwise"]
+    assert low <= 0.5 <= high  # nothing was planted in the visual control

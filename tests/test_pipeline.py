@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import tiny_config
 
@@ -46,6 +47,13 @@ def test_outputs_are_all_written(tiny_run, tmp_path):
     assert "### Methods" in report and "100 permutations" in (out / "statistics" / "methods.md").read_text()
     for suffix in ("csv", "md", "tex"):
         assert (out / "statistics" / f"rois.{suffix}").stat().st_size > 100
+    # the ROI table is in Desikan-Killiany regions, and the planted territories show where they were planted
+    rois = pd.read_csv(out / "statistics" / "rois.csv", index_col=0)
+    assert list(rois.index) == ["HG", "STG", "STS", "IFG", "precentral", "V1"]
+    assert rois.loc["HG", "test_r2"] > 0.1 and rois.loc["STG", "test_r2"] > 0.05
+    assert rois.loc[["IFG", "precentral", "V1"], "fraction_significant"].max() == 0  # nothing planted there
+    unique = rois.loc["HG", ["unique_logmel", "unique_modulation", "unique_caption"]]
+    assert unique.idxmax() == "unique_logmel"  # Heschl's gyrus carries the log-mel territory
     arrays = np.load(out / "results.npz")
     assert arrays["test_r2"].shape == (20484,) and list(arrays["band_names"]) == ["logmel", "modulation", "caption"]
     assert arrays["significant"].dtype == bool and arrays["unique_caption"].shape == (20484,)
