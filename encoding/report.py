@@ -11,6 +11,8 @@
 ``figures/split_r2_*.png``   each feature space's share of the test R^2
 ``figures/best_space.png``   the space with the largest split R^2 where the test R^2 passes the threshold
 ``figures/planted_share.png``the simulation's planted signal share (simulations only)
+``figures/flat_*.png``       flat maps (significant test R^2; ``unique_rgb.png``: three spaces' unique
+                             variance as one RGB map), Desikan-Killiany auditory regions outlined
 ``figures/split_r2_bars.png``ROI-level data (up to 60 targets): split R^2 per target, as bars
 ``report.md``                numbers and figures for a person to read
 ``summary.json``             numbers, sizes, timings and provenance; written last
@@ -192,6 +194,33 @@ def make_figures(run, out: Path) -> dict[str, str]:
             top = max(float(np.nanpercentile(values, 99.9)), 1e-3)
         fig = plot_surface_map(values, title, threshold=shown, vmax=top, cmap=cmap, label=label)
         files[key] = str(save_figure(fig, out / "figures" / f"{key}.png", dpi=cfg.dpi).relative_to(out))
+    files.update(flat_figures(run, out, maps))
+    return files
+
+
+def flat_figures(run, out: Path, maps: dict) -> dict[str, str]:
+    """Flat maps with the Desikan-Killiany auditory regions outlined: the significant test R^2 and, with three
+    feature spaces, their FDR-significant unique variance as one RGB map (opacity: CC_norm)."""
+    from atlases.parcellations import atlas_rois
+    from atlases.plotting import plot_flat_map, plot_flat_rgb
+
+    outlines = atlas_rois(roles=("auditory",))
+    files = {}
+    dpi = run.config.output.dpi
+    if "significant_r2" in maps:
+        values, title, label, _ = maps["significant_r2"]
+        fig = plot_flat_map(np.where(values > 0, values, np.nan), title, label=label, outlines=outlines)
+        files["flat_significant_r2"] = str(save_figure(fig, out / "figures" / "flat_significant_r2.png",
+                                                       dpi=dpi).relative_to(out))
+    unique = [key for key in maps if key.startswith("unique_")]
+    if len(unique) == 3:
+        names = [key.removeprefix("unique_") for key in unique]
+        opacity = None if run.results.cc_norm is None else np.clip(np.nan_to_num(run.results.cc_norm), 0, 1)
+        fig = plot_flat_rgb(np.stack([maps[key][0] for key in unique]), names,
+                            f"Unique variance (FDR p ≤ {run.statistics.settings['alpha']:g}), one colour per space"
+                            + (", opacity: CC_norm" if opacity is not None else ""), opacity=opacity,
+                            outlines=outlines)
+        files["unique_rgb"] = str(save_figure(fig, out / "figures" / "unique_rgb.png", dpi=dpi).relative_to(out))
     return files
 
 

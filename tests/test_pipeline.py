@@ -34,7 +34,7 @@ def test_outputs_are_all_written(tiny_run, tmp_path):
     figures = summary["files"]["figures"]
     assert set(figures) == {"test_r2", "split_r2_logmel", "split_r2_modulation", "split_r2_caption",
                             "planted_share", "best_space", "significant_r2", "unique_logmel", "unique_modulation",
-                            "unique_caption"}
+                            "unique_caption", "flat_significant_r2", "unique_rgb"}
     for path in figures.values():
         assert (out / path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (out / "report.md").read_text()
