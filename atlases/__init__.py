@@ -7,7 +7,8 @@ from importlib import import_module
 
 _PUBLIC = {"plot_surface_map": "atlases.plotting", "AUDITORY_LANDMARKS": "atlases.rois",
            "auditory_rois": "atlases.rois", "coordinates": "atlases.surface", "load_fsaverage5": "atlases.surface",
-           "desikan_killiany": "atlases.parcellations", "atlas_rois": "atlases.parcellations"}
+           "desikan_killiany": "atlases.parcellations", "atlas_rois": "atlases.parcellations",
+           "load_parcellation": "atlases.parcellations", "region_table": "atlases.parcellations"}
 __all__ = sorted(_PUBLIC)
 
 

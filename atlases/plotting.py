@@ -140,9 +140,9 @@ FLAT_BACKGROUND = (0.62, 0.82)  # grey of sulci and of gyri
 def flat_hemisphere(hemi: str) -> tuple[np.ndarray, np.ndarray]:
     """nilearn's fsaverage5 flat patch of ``hemi``: 2-D vertex positions (mm) and the patch's faces.
 
-    Positions are oriented as pycortex draws flat maps: dorsal up, the occipital pole outward (to
-    the left for the left hemisphere, to the right for the right one), frontal lobes toward the
-    middle. Vertices the cut leaves out (the medial wall) are in no face.
+    Positions are nilearn's, which is how pycortex lays out flat maps: dorsal up, the occipital
+    poles toward the middle (where the two hemispheres meet), the frontal poles at the outer
+    edges. Vertices the cut leaves out (the medial wall) are in no face.
 
     Returns
     -------
@@ -150,7 +150,7 @@ def flat_hemisphere(hemi: str) -> tuple[np.ndarray, np.ndarray]:
     faces : ndarray of int, shape (n_faces, 3)
     """
     part = load_fsaverage5()["flat"].parts[hemi]
-    xy = np.asarray(part.coordinates, dtype=np.float64)[:, :2] * np.array([-1.0, 1.0])
+    xy = np.asarray(part.coordinates, dtype=np.float64)[:, :2]
     return xy, np.asarray(part.faces)
 
 

@@ -1,8 +1,9 @@
-"""Auditory regions of interest on fsaverage5, from published MNI coordinates.
+"""Landmarks of the simulation's territories: geodesic disks around published MNI coordinates.
 
-No anatomical atlas ships offline, so each ROI is a geodesic disk on the white-matter surface
-around the vertex nearest a literature coordinate. They are approximations for simulation and
-summaries, not anatomical labels.
+The simulated experiment plants each feature space's territory around literature coordinates
+(a geodesic disk on the white-matter surface around the vertex nearest each coordinate), so the
+ground truth does not depend on any atlas. They are not anatomical labels: summaries, maps and
+decoding's ROIs use the real atlases of :mod:`atlases.parcellations`.
 """
 
 from __future__ import annotations

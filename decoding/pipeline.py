@@ -206,7 +206,7 @@ def make_decoder(cfg: DecodingConfig, n_vertices: int, progress: bool = True, ba
     if selection == "roi":
         from atlases.parcellations import atlas_rois
 
-        masks = atlas_rois()
+        masks = atlas_rois(cfg.atlas)
         selection = np.any([masks[name] for name in cfg.rois], axis=0)
         if selection.size != n_vertices:
             raise DataError(f"decoding.selection = 'roi' uses fsaverage5 regions ({selection.size} vertices) but the "

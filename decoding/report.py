@@ -167,12 +167,15 @@ def _column_title(method: str, source: str) -> str:
 # -- figures --------------------------------------------------------------------------------
 
 def make_figures(run, folder: Path, dpi: int = 110) -> dict[str, str]:
-    """Identification matrix, rank histogram and per-genre bars of every target."""
+    """Identification matrix, rank histogram, per-genre bars and (fsaverage5) the decoded vertices of every target."""
     files = {}
+    on_surface = run.experiment.space == "fsaverage5"
     for space, target in run.targets.items():
         for name, fig in ((f"identification_{space}", identification_matrix(target)),
                           (f"ranks_{space}", rank_histogram(target)),
-                          (f"genres_{space}", genre_bars(target))):
+                          (f"genres_{space}", genre_bars(target)),
+                          (f"vertices_{space}", decoded_vertices_map(target, run.config.decoding.atlas)
+                           if on_surface else None)):
             if fig is not None:
                 save_figure(fig, folder / f"{name}.png", dpi)
                 files[name] = f"figures/{name}.png"
@@ -206,6 +209,36 @@ def identification_matrix(target):
         ax.set_yticks(np.arange(len(names)), names, fontsize=5)
         ax.set_xticks([])
     return fig
+
+
+def decoded_vertices_map(target, atlas: str = "desikan_killiany"):
+    """The vertices a decoder reads, on the flat cortex with the atlas's regions outlined.
+
+    With ``selection = "encoding"`` each chosen vertex shows its training-run encoding R^2 (the
+    score that chose it); otherwise the chosen vertices are shown at 1.
+    """
+    from atlases.parcellations import atlas_rois
+    from atlases.plotting import plot_flat_map
+
+    decoder = target.decoder
+    values = np.full(decoder.n_features_in_ // decoder.n_delays, np.nan)
+    scores = decoder.selection_scores_
+    values[decoder.vertices_] = 1.0 if scores is None else scores[decoder.vertices_]
+    label = "selected" if scores is None else "training-run encoding R²"
+    return plot_flat_map(values, f"{target.space}: the {decoder.vertices_.size} vertices decoded from",
+                         vmax=None if scores is not None else 1.0, label=label, outlines=atlas_rois(atlas))
+
+
+def region_counts(target, atlas: str = "desikan_killiany") -> pd.DataFrame:
+    """How many of a decoder's vertices fall in each region of the atlas (both hemispheres), and their share."""
+    from atlases.parcellations import atlas_rois
+
+    chosen = np.zeros(target.decoder.n_features_in_ // target.decoder.n_delays, bool)
+    chosen[target.decoder.vertices_] = True
+    rows = {name: {"vertices_decoded": int((mask & chosen).sum()), "region_vertices": int(mask.sum()),
+                   "share_of_decoded": float((mask & chosen).sum() / chosen.sum())}
+            for name, mask in atlas_rois(atlas).items()}
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def rank_histogram(target):
@@ -258,6 +291,12 @@ def markdown_report(run, summary: dict, figures: dict[str, str]) -> str:
         for kind in ("identification", "ranks", "genres"):
             if f"{kind}_{space}" in figures:
                 lines += [f"![{kind} {space}]({figures[f'{kind}_{space}']})", ""]
+        if run.experiment.space == "fsaverage5":
+            atlas = run.config.decoding.atlas
+            lines += [f"Where the decoder reads ({atlas} regions, both hemispheres):", "",
+                      region_counts(target, atlas).to_markdown(floatfmt=".3f"), ""]
+            if f"vertices_{space}" in figures:
+                lines += [f"![decoded vertices {space}]({figures[f'vertices_{space}']})", ""]
     lines += ["## Beside the published numbers", "",
               "| result | pairwise identification | protocol |", "|---|---|---|"]
     for space, target in run.targets.items():
@@ -289,9 +328,17 @@ def protocol(run, target) -> str:
     """One line on how this run's number was made."""
     cfg = run.config.decoding
     selection = {"encoding": f"{cfg.n_vertices} vertices by training-run encoding R^2 (nested)",
-                 "all": "all vertices", "roi": f"ROIs {', '.join(cfg.rois)}"}[cfg.selection]
+                 "all": "all vertices", "roi": f"{cfg.atlas} regions {', '.join(cfg.rois)}"}[cfg.selection]
     return (f"{target.true.shape[1]}-d {target.space}, {cfg.window:g}-s windows, {len(target.clip_ids)} test clips, "
             f"{len(target.design.train_clips)} training clips, {selection}")
+
+
+def roi_vertices(cfg) -> int:
+    """Vertices of the decoding config's ROIs (``selection = "roi"``), both hemispheres."""
+    from atlases.parcellations import atlas_rois
+
+    masks = atlas_rois(cfg.atlas)
+    return int(np.any([masks[name] for name in cfg.rois], axis=0).sum())
 
 
 def methods_paragraph(run) -> str:
@@ -305,7 +352,9 @@ def methods_paragraph(run) -> str:
         "encoding": (f"the {cfg.n_vertices} vertices best predicted by an encoding model of the target "
                      "(leave-one-run-out R^2 on the training runs; the selection was repeated within each "
                      "cross-validation fold, so that no validation or test data informed it)"),
-        "all": "all vertices", "roi": f"the vertices of the regions {', '.join(cfg.rois)}"}[cfg.selection]
+        "all": "all vertices", "roi": f"the vertices of the {cfg.atlas} regions {', '.join(cfg.rois)}"}[cfg.selection]
+    if cfg.selection == "roi":
+        selection += f" ({roi_vertices(cfg)} vertices in both hemispheres)"
     return (
         f"We decoded {targets} from the responses of {selection}. Responses (z-scored per run) were averaged over "
         f"each {cfg.window:g}-s embedding window (hop {cfg.hop:g} s), lagged by {lags} TR(s); the target embedding "

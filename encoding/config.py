@@ -614,7 +614,10 @@ class StatisticsConfig(Section):
     partition : bool
         Variance partitioning from subset models (2-4 feature spaces).
     n_bootstrap : int
-        Block-bootstrap resamples of the unique-variance tests.
+        Block-bootstrap resamples of the unique-variance tests and of the ROI intervals.
+    atlas : str
+        Atlas whose regions the ROI summaries use on fsaverage5
+        (:data:`atlases.parcellations.PARCELLATIONS`).
     random_state : int
     """
 
@@ -628,7 +631,13 @@ class StatisticsConfig(Section):
     alpha: float = option(0.05, gt=0, lt=1)
     partition: bool = True
     n_bootstrap: int = option(1000, ge=2)
+    atlas: str = "desikan_killiany"
     random_state: int = 0
+
+    def check(self) -> None:
+        from atlases.parcellations import check_atlas
+
+        check_atlas(self.atlas, "statistics.atlas")
 
 
 @dataclass
@@ -646,10 +655,13 @@ class DecodingConfig(Section):
         Lags of the responses behind the stimulus, TRs (default 3: 4.5 s).
     selection : {"encoding", "all", "roi"}
         Vertices decoded from: the best ``n_vertices`` by training-run encoding performance
-        (nested in the decoder's CV), all of them, or the ``rois`` (Desikan-Killiany regions).
+        (nested in the decoder's CV), all of them, or the ``rois`` of the ``atlas``.
     n_vertices : int
+    atlas : str
+        Atlas of the ``rois`` (:data:`atlases.parcellations.PARCELLATIONS`: ``desikan_killiany``,
+        ``hcp_mmp1``, ``harvard_oxford``).
     rois : list of str
-        Regions of :data:`atlases.parcellations.DK_REGIONS` (``selection = "roi"``), e.g.
+        Regions of :data:`atlases.parcellations.REGIONS` ``[atlas]`` (``selection = "roi"``), e.g.
         ``["HG", "STG", "STS"]``.
     alpha_min, alpha_max, n_alphas
         Log-spaced regularisation grid, searched per target dimension.
@@ -689,6 +701,7 @@ class DecodingConfig(Section):
     delays: list[int] = option(factory=lambda: [3])
     selection: str = option("encoding", choices=DECODING_SELECTIONS)
     n_vertices: int = option(2000, ge=1)
+    atlas: str = "desikan_killiany"
     rois: list[str] = option(factory=list)
     alpha_min: float = option(1.0, gt=0)
     alpha_max: float = option(1e10, gt=0)
@@ -715,12 +728,9 @@ class DecodingConfig(Section):
             raise ConfigError(f"decoding.alpha_min ({self.alpha_min:g}) must be smaller than decoding.alpha_max "
                               f"({self.alpha_max:g}).")
         if self.selection == "roi":
-            from atlases.parcellations import DK_REGIONS
+            from atlases.parcellations import check_atlas, check_regions
 
-            unknown = [r for r in self.rois if r not in DK_REGIONS]
-            if unknown or not self.rois:
-                raise ConfigError(f"decoding.rois names unknown regions {unknown or '[]'} for selection = 'roi'; choose "
-                                  f"from {', '.join(DK_REGIONS)} (Desikan-Killiany, atlases.parcellations).")
+            check_regions(check_atlas(self.atlas, "decoding.atlas"), self.rois, "decoding.rois")
         unknown = [g for g in self.generators if g not in GENERATORS]
         if unknown:
             raise ConfigError(f"decoding.generators names unknown generators {unknown}; choose from "

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from tqdm.auto import tqdm
 
 from encoding.config import (
@@ -52,7 +53,9 @@ from encoding.stats import (
     subsets,
     unique_bootstrap,
 )
+from encoding.stats.bootstrap import roi_intervals
 from encoding.stats.permutation import longest_block, shortest_permutable_run
+from encoding.stats.report import summary_regions
 
 MAX_PARTITION_SPACES = 4  # 2^4 - 1 = 15 subset models
 
@@ -135,6 +138,9 @@ class StatisticsResults:
     unique_tests : dict of str to dict or None
         Per space: bootstrap ``ci_low``, ``ci_high``, ``p`` of its unique variance, and ``p_fdr``
         adjusted over the vertices where the full model is significant (NaN elsewhere).
+    rois : DataFrame or None
+        Per ROI (:func:`encoding.stats.report.summary_regions`): mean test R^2 and unique variance
+        with block-bootstrap 95 % intervals (:func:`encoding.stats.bootstrap.roi_intervals`).
     notes : list of str
         What was skipped and why.
     timings : dict
@@ -146,6 +152,7 @@ class StatisticsResults:
     subset_scores: dict | None = None
     atoms: dict | None = None
     unique_tests: dict | None = None
+    rois: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
     timings: dict = field(default_factory=dict)
 
@@ -388,8 +395,12 @@ def fit_subset_models(design: Design, model_cfg: ModelConfig, progress: bool = T
 
 
 def run_statistics(model: BandedRidgeEncoder, design: Design, cfg: StatisticsConfig, model_cfg: ModelConfig,
-                   progress: bool = True) -> StatisticsResults:
-    """Step 6: permutation tests of the test scores and variance partitioning, as ``cfg`` says."""
+                   progress: bool = True, rois: Mapping[str, np.ndarray] | None = None) -> StatisticsResults:
+    """Step 6: permutation tests of the test scores, variance partitioning and ROI intervals, as ``cfg`` says.
+
+    ``rois`` (vertex masks, e.g. :func:`encoding.stats.report.summary_regions`) get their mean test
+    R^2 and unique variance with block-bootstrap intervals (``cfg.n_bootstrap`` resamples).
+    """
     settings = dataclasses.asdict(cfg)
     results = StatisticsResults(settings)
     start = time.perf_counter()
@@ -423,6 +434,13 @@ def run_statistics(model: BandedRidgeEncoder, design: Design, cfg: StatisticsCon
                 f"(at most {MAX_PARTITION_SPACES} spaces).")
         warnings.warn(note, stacklevel=2)
         results.notes.append(note)
+    if rois:
+        start = time.perf_counter()
+        if results.atoms is None:
+            predictions = {tuple(design.bands): model.predict(design.X_test)}
+        results.rois = roi_intervals(design.Y_test, predictions, list(design.bands), rois, cfg.n_bootstrap,
+                                     cfg.block_length, cfg.random_state)
+        results.timings["roi_intervals"] = round(time.perf_counter() - start, 3)
     return results
 
 
@@ -456,7 +474,8 @@ def run_pipeline(config: PipelineConfig, out_dir: str | Path | None = None, prog
             _check_block_length(config.statistics, len(design.Y_test), "the test set (repeats averaged)")
         model = step("fit", fit_model, design, config.model, progress)
         results = step("scores", score_model, model, design)
-        statistics = step("statistics", run_statistics, model, design, config.statistics, config.model, progress)
+        statistics = step("statistics", run_statistics, model, design, config.statistics, config.model, progress,
+                          summary_regions(experiment, config.statistics.atlas))
         run = PipelineRun(config, experiment, design, model, results, truth, timings, statistics)
         if folder is not None:
             from encoding.report import write_outputs

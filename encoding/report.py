@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from pathlib import Path
 
@@ -29,10 +30,10 @@ import numpy as np
 from encoding.io import provenance, save_figure, write_arrays, write_json, write_text
 from encoding.noise_ceiling import reliable_vertices
 from encoding.scoring import recovery_metrics
-from encoding.stats.report import methods_paragraph, roi_table, statistics_arrays, statistics_summary, write_table
+from encoding.stats.report import (methods_paragraph, roi_table, statistics_arrays, statistics_summary, summary_regions,
+                                   write_table, MAX_TARGET_ROWS)
 
 EV_THRESHOLD = 0.1  # "reliable" vertices: explainable variance of one presentation above this
-MAX_BAR_TARGETS = 60  # ROI-level data (this many targets or fewer) get per-target tables and bars
 
 
 def summarize(run) -> dict:
@@ -86,7 +87,7 @@ def summarize(run) -> dict:
             "cc_norm_median_reliable": float(np.nanmedian(res.cc_norm[reliable])) if reliable.any() else None,
             "test_r_median_reliable": float(np.nanmedian(res.test_r[reliable])) if reliable.any() else None,
         }
-    if exp.n_vertices <= MAX_BAR_TARGETS:
+    if exp.n_vertices <= MAX_TARGET_ROWS:
         names = exp.info.get("vertex_names") or [str(i) for i in range(exp.n_vertices)]
         summary["targets"] = {
             name: {"test_r2": float(res.test_r2[i]), "test_r": float(res.test_r[i]),
@@ -199,12 +200,13 @@ def make_figures(run, out: Path) -> dict[str, str]:
 
 
 def flat_figures(run, out: Path, maps: dict) -> dict[str, str]:
-    """Flat maps with the Desikan-Killiany auditory regions outlined: the significant test R^2 and, with three
-    feature spaces, their FDR-significant unique variance as one RGB map (opacity: CC_norm)."""
+    """Flat maps with the atlas's auditory regions outlined: the significant test R^2 (also drawn by
+    pycortex's quickflat when the ``pycortex`` extra is installed) and, with three feature spaces,
+    their FDR-significant unique variance as one RGB map (opacity: CC_norm)."""
     from atlases.parcellations import atlas_rois
     from atlases.plotting import plot_flat_map, plot_flat_rgb
 
-    outlines = atlas_rois(roles=("auditory",))
+    outlines = atlas_rois(run.config.statistics.atlas, roles=("auditory",))
     files = {}
     dpi = run.config.output.dpi
     if "significant_r2" in maps:
@@ -212,6 +214,12 @@ def flat_figures(run, out: Path, maps: dict) -> dict[str, str]:
         fig = plot_flat_map(np.where(values > 0, values, np.nan), title, label=label, outlines=outlines)
         files["flat_significant_r2"] = str(save_figure(fig, out / "figures" / "flat_significant_r2.png",
                                                        dpi=dpi).relative_to(out))
+        if importlib.util.find_spec("cortex") is not None:  # the pycortex extra: the same map by quickflat
+            from atlases.pycortex import quickflat_figure
+
+            fig = quickflat_figure(np.where(values > 0, values, np.nan), title + " (pycortex)", label=label)
+            files["pycortex_significant_r2"] = str(save_figure(fig, out / "figures" / "pycortex_significant_r2.png",
+                                                               dpi=dpi).relative_to(out))
     unique = [key for key in maps if key.startswith("unique_")]
     if len(unique) == 3:
         names = [key.removeprefix("unique_") for key in unique]
@@ -222,6 +230,22 @@ def flat_figures(run, out: Path, maps: dict) -> dict[str, str]:
                             outlines=outlines)
         files["unique_rgb"] = str(save_figure(fig, out / "figures" / "unique_rgb.png", dpi=dpi).relative_to(out))
     return files
+
+
+def roi_markdown(statistics: dict, space: str) -> list[str]:
+    """ROI means with their block-bootstrap 95 % intervals, as a Markdown table (empty without ROIs)."""
+    rois = statistics.get("rois")
+    if not rois:
+        return []
+    what = f"regions of the {statistics['settings']['atlas']} atlas" if space == "fsaverage5" else "targets"
+    quantities = [k for k in next(iter(rois.values())) if not k.endswith(("_ci_low", "_ci_high"))]
+    header = ["test R²" if k == "test_r2" else k.replace("unique_", "unique ") for k in quantities]
+    lines = ["", f"ROI means ({what}) with block-bootstrap 95 % intervals over test samples ({statistics['settings']['n_bootstrap']} resamples):", "",
+             "| ROI | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
+    for name, row in rois.items():
+        cells = [f"{row[k]:.3f} [{row[k + '_ci_low']:.3f}, {row[k + '_ci_high']:.3f}]" for k in quantities]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def statistics_markdown(summary: dict) -> list[str]:
@@ -253,27 +277,28 @@ def statistics_markdown(summary: dict) -> list[str]:
         lines.append("Vertices with significant unique variance (bootstrap, FDR ≤ " + f"{s['alpha']:g}): "
                      + ", ".join(f"{k} {v:,}" for k, v in st["unique_significant_fdr"].items()) + ".")
     lines += [""] + [f"*{note}*" for note in st["notes"]]
+    lines += roi_markdown(st, summary["data"]["space"])
     files = summary.get("files", {}).get("statistics", {})
     if files:
-        lines += ["", f"Per-ROI table: [{files['rois_md']}]({files['rois_md']}) (also CSV and LaTeX)."]
+        regions = f"; how each region is made: [{files['regions_md']}]({files['regions_md']})" if "regions_md" in files \
+            else ""
+        lines += ["", f"Per-ROI table: [{files['rois_md']}]({files['rois_md']}) (also CSV and LaTeX){regions}."]
     lines += ["", "### Methods (generated from the parameters used)", "", "> " + st["methods"], ""]
     return lines
 
 
 def write_statistics_tables(run, out: Path) -> dict[str, str]:
-    """``statistics/rois.{csv,md,tex}`` (per Desikan-Killiany region, or per target) and ``statistics/methods.md``."""
+    """``statistics/rois.{csv,md,tex}`` (per atlas region, or per target) and ``statistics/methods.md``."""
     folder = out / "statistics"
-    if run.experiment.space == "fsaverage5":
-        from atlases.parcellations import atlas_rois
-
-        masks = atlas_rois()  # Desikan-Killiany regions: auditory, then comparison regions
-    elif run.experiment.n_vertices <= MAX_BAR_TARGETS:
-        names = run.experiment.info.get("vertex_names") or [str(i) for i in range(run.experiment.n_vertices)]
-        masks = {name: np.arange(run.experiment.n_vertices) == i for i, name in enumerate(names)}
-    else:
-        masks = {"all vertices": np.ones(run.experiment.n_vertices, bool)}
+    atlas = run.config.statistics.atlas
+    masks = summary_regions(run.experiment, atlas)
     files = {f"rois_{k}": f"statistics/{v}" for k, v in
              write_table(roi_table(run.statistics, run.results, masks), folder, "rois").items()}
+    if run.experiment.space == "fsaverage5":
+        from atlases.parcellations import region_table
+
+        files |= {f"regions_{k}": f"statistics/{v}" for k, v in
+                  write_table(region_table(atlas), folder, "regions").items()}
     write_text(folder / "methods.md", methods_paragraph(run.config, run.design, run.model, run.statistics) + "\n")
     files["methods"] = "statistics/methods.md"
     return files
@@ -359,7 +384,7 @@ def write_outputs(run, out: Path) -> dict:
     figures = {}
     if run.config.output.figures and run.experiment.space == "fsaverage5":
         figures = make_figures(run, out)
-    elif run.config.output.figures and run.experiment.n_vertices <= MAX_BAR_TARGETS:
+    elif run.config.output.figures and run.experiment.n_vertices <= MAX_TARGET_ROWS:
         figures = {"split_r2_bars": str(save_figure(plot_target_bars(run), out / "figures" / "split_r2_bars.png",
                                                     dpi=run.config.output.dpi).relative_to(out))}
     timings = summary["timings_s"]

@@ -19,6 +19,7 @@ COPIED = {  # demo output -> README figure
     "figures/unique_caption.png": "demo_unique_caption.png",
     "figures/flat_significant_r2.png": "demo_flat_significant_r2.png",
     "figures/unique_rgb.png": "demo_flat_unique_rgb.png",
+    "figures/pycortex_significant_r2.png": "demo_pycortex_significant_r2.png",
     "decoding/figures/identification_caption.png": "demo_identification_caption.png",
 }
 

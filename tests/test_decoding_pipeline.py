@@ -13,6 +13,7 @@ import pytest
 
 from decoding.generation.audio import read_wav
 from decoding.pipeline import decode_target, run_decoding
+from decoding.report import decoded_vertices_map, region_counts
 from decoding.retrieval import EmbeddingIndex
 from encoding.cli import main
 from encoding.config import demo_config
@@ -51,6 +52,9 @@ def test_the_planted_caption_embedding_is_identified_and_a_permuted_one_is_not(q
     assert result.values["pairwise"] >= 0.85
     assert result.p_value_external["pairwise"] <= 0.05 and result.p_value["pairwise"] <= 0.05
     assert np.isin(target.decoder.vertices_, truth.signal_vertices).mean() > 0.2  # 2,000 chosen, ~25 % planted
+    counts = region_counts(target)  # the report's "where the decoder reads": the caption territory's regions
+    share = counts["vertices_decoded"] / counts["region_vertices"]
+    assert share["STG"] > 3 * 2000 / 20484 and share["STG"] > 3 * share[["IFG", "precentral", "V1"]].max()
     shuffled = decode_target(block_permuted(experiment, 10), "caption", truth.features["caption"], config,
                              progress=False).identification
     low, high = shuffled.ci["pairwise"]
@@ -223,6 +227,19 @@ def test_decoding_from_atlas_regions_uses_only_their_vertices(quick_simulation):
     target = decode_target(experiment, "caption", truth.features["caption"], config, progress=False)
     rois = atlas_rois()
     assert np.array_equal(target.decoder.vertices_, np.flatnonzero(rois["STG"] | rois["STS"]))
+    counts = region_counts(target)
+    assert (counts.loc[["STG", "STS"], "vertices_decoded"] == counts.loc[["STG", "STS"], "region_vertices"]).all()
+    assert counts.loc[["HG", "IFG", "precentral", "V1"], "vertices_decoded"].sum() == 0
+    from matplotlib.collections import PolyCollection
+
+    from atlases.plotting import flat_hemisphere
+
+    fig = decoded_vertices_map(target)  # the left flat map: coloured on the STG and STS, grey elsewhere
+    (patch,) = [c for c in fig.axes[0].collections if isinstance(c, PolyCollection)]
+    grey = np.ptp(patch.get_facecolor()[:, :3], axis=1) < 1e-6
+    _, faces = flat_hemisphere("left")
+    chosen = (rois["STG"] | rois["STS"])[:10242][faces]
+    assert not grey[chosen.all(axis=1)].any() and grey[~chosen.any(axis=1)].all()
     assert target.identification.values["pairwise"] > 0.8  # the caption territory lies in the STG and STS
     config.decoding.rois = ["V1"]
     control = decode_target(experiment, "caption", truth.features["caption"], config, progress=False)

@@ -117,6 +117,10 @@ OPTION_CASES = [
     ("simulation-noise-unknown", "data.simulation.noise", "pink", ["data.simulation.noise must be one of"]),
     ("bids-subject-prefix", "data.bids.subject", "sub-01", ["data.bids.subject is the label without 'sub-'"]),
     ("bids-bold-unknown", "data.bids.bold", "cifti", ["data.bids.bold must be one of 'volume', 'fsaverage5', 'arrays'"]),
+    ("atlas-unknown", "statistics.atlas", "glasser",
+     ["statistics.atlas = 'glasser' is not an atlas", "desikan_killiany, hcp_mmp1, harvard_oxford"]),
+    ("decoding-roi-other-atlas", "decoding", {"selection": "roi", "atlas": "desikan_killiany", "rois": ["A1"]},
+     ["decoding.rois names unknown regions ['A1'] of the desikan_killiany atlas", "HG, STG, STS"]),
     ("sweep-parameter-unknown", "sweep", {"space": "musicnn", "parameter": "depth", "values": [1]},
      ["sweep.parameter 'depth' is not a parameter of 'musicnn'"]),
 ]

@@ -1,5 +1,6 @@
 """End to end: the pipeline recovers a planted ground truth; the CLI and configs behave."""
 
+import importlib.util
 import json
 
 import numpy as np
@@ -32,9 +33,10 @@ def test_outputs_are_all_written(tiny_run, tmp_path):
     assert summary["provenance"]["versions"]["himalaya"]
     assert summary["provenance"]["config"]["data"]["simulation"]["seed"] == 0
     figures = summary["files"]["figures"]
+    pycortex = {"pycortex_significant_r2"} if importlib.util.find_spec("cortex") else set()  # the extra's quickflat
     assert set(figures) == {"test_r2", "split_r2_logmel", "split_r2_modulation", "split_r2_caption",
                             "planted_share", "best_space", "significant_r2", "unique_logmel", "unique_modulation",
-                            "unique_caption", "flat_significant_r2", "unique_rgb"}
+                            "unique_caption", "flat_significant_r2", "unique_rgb"} | pycortex
     for path in figures.values():
         assert (out / path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (out / "report.md").read_text()
@@ -54,6 +56,11 @@ def test_outputs_are_all_written(tiny_run, tmp_path):
     assert rois.loc[["IFG", "precentral", "V1"], "fraction_significant"].max() == 0  # nothing planted there
     unique = rois.loc["HG", ["unique_logmel", "unique_modulation", "unique_caption"]]
     assert unique.idxmax() == "unique_logmel"  # Heschl's gyrus carries the log-mel territory
+    # with block-bootstrap intervals of the ROI means, each right after its estimate
+    assert list(rois.columns[1:4]) == ["test_r2", "test_r2_ci_low", "test_r2_ci_high"]
+    assert rois.loc["HG", "test_r2_ci_low"] > 0.05 and rois.loc["HG", "unique_logmel_ci_low"] > 0
+    assert (rois["test_r2_ci_low"] <= rois["test_r2"]).all() and (rois["test_r2"] <= rois["test_r2_ci_high"]).all()
+    assert rois.loc["V1", "test_r2_ci_high"] < 0.02  # the visual control explains nothing
     arrays = np.load(out / "results.npz")
     assert arrays["test_r2"].shape == (20484,) and list(arrays["band_names"]) == ["logmel", "modulation", "caption"]
     assert arrays["significant"].dtype == bool and arrays["unique_caption"].shape == (20484,)

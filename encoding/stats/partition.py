@@ -21,7 +21,8 @@ from itertools import combinations
 
 import numpy as np
 
-from encoding.scoring import r2_from_sums, r2_score
+from encoding.scoring import r2_score
+from encoding.stats.bootstrap import BlockBootstrap
 
 
 def subsets(spaces: Sequence[str]) -> list[tuple[str, ...]]:
@@ -100,10 +101,8 @@ def unique_bootstrap(Y_test: np.ndarray, predictions: Mapping[tuple[str, ...], n
                      ) -> dict[str, dict[str, np.ndarray]]:
     """Block-bootstrap standard errors, intervals and p-values of each space's unique variance.
 
-    A moving-block bootstrap of the test samples (``n_test // block_length`` blocks and one shorter
-    block drawn with replacement, ``n_test`` samples in all; the predictions stay fixed). Every sum a
-    replicate's R^2 needs is a sum of block sums, so all replicates come from matrix products of
-    block counts by block sums, in chunks of vertices.
+    A moving-block bootstrap of the test samples (:class:`encoding.stats.bootstrap.BlockBootstrap`;
+    the predictions stay fixed), in chunks of vertices.
 
     Parameters
     ----------
@@ -128,35 +127,17 @@ def unique_bootstrap(Y_test: np.ndarray, predictions: Mapping[tuple[str, ...], n
 
     spaces = tuple(spaces)
     Y = np.asarray(Y_test, dtype=np.float64)
-    n = len(Y)
-    block_length = min(block_length, n)
-    n_full, tail = divmod(n, block_length)  # full blocks, then one shorter block: n samples exactly
-    rng = np.random.default_rng(random_state)
-    full_counts = np.zeros((n_bootstrap, n - block_length + 1))
-    tail_counts = np.zeros((n_bootstrap, n - tail + 1)) if tail else None
-    for b in range(n_bootstrap):
-        np.add.at(full_counts[b], rng.integers(0, full_counts.shape[1], n_full), 1.0)
-        if tail:
-            tail_counts[b, rng.integers(0, tail_counts.shape[1])] += 1.0
-
-    def resampled_sums(values: np.ndarray) -> np.ndarray:  # (n_bootstrap, n_vertices)
-        cumulative = np.concatenate([np.zeros((1, values.shape[1])), np.cumsum(values, axis=0)])
-        sums = full_counts @ (cumulative[block_length:] - cumulative[:-block_length])
-        if tail:
-            sums += tail_counts @ (cumulative[tail:] - cumulative[:-tail])
-        return sums
-
+    boot = BlockBootstrap(len(Y), n_bootstrap, block_length, random_state)
     out = {space: {key: np.empty(Y.shape[1]) for key in ("estimate", "se", "ci_low", "ci_high", "p")}
            for space in spaces}
     chunk = max(1, int(2**27 // (8 * n_bootstrap * 4)))  # about 128 MiB of replicates at a time
     for first in range(0, Y.shape[1], chunk):
         columns = slice(first, first + chunk)
         y = Y[:, columns]
-        total = resampled_sums(y)
-        total_squares = resampled_sums(y**2) - total**2 / n
+        total_squares = boot.total_squares(y)
 
         def replicates(model: tuple[str, ...]) -> np.ndarray:  # R^2 of each replicate
-            return r2_from_sums(resampled_sums((y - predictions[model][:, columns]) ** 2), total_squares, n)
+            return boot.r2(y, predictions[model][:, columns], total_squares)
 
         full = replicates(spaces)
         for space in spaces:

@@ -164,7 +164,37 @@ def statistics_summary(statistics, n_vertices: int) -> dict:
         }
         out["unique_significant_fdr"] = {space: int((t["p_fdr"] <= s["alpha"]).sum())
                                          for space, t in statistics.unique_tests.items()}
+    if statistics.rois is not None and len(statistics.rois):
+        out["rois"] = {name: {k: float(v) for k, v in row.items()} for name, row in statistics.rois.iterrows()}
     return out
+
+
+MAX_TARGET_ROWS = 60  # data with this many targets or fewer (ROI-level data) get one row per target
+
+
+def summary_regions(experiment, atlas: str = "desikan_killiany") -> dict[str, np.ndarray]:
+    """The vertex masks ROI summaries use: the atlas's regions on fsaverage5, else one per target.
+
+    Parameters
+    ----------
+    experiment : Experiment
+    atlas : str
+        A key of :data:`atlases.parcellations.PARCELLATIONS` (fsaverage5 data only).
+
+    Returns
+    -------
+    dict of str to ndarray of bool, shape (n_vertices,)
+        Auditory regions first, then comparison regions (fsaverage5); each target (at most
+        ``MAX_TARGET_ROWS`` of them); or all vertices.
+    """
+    if experiment.space == "fsaverage5":
+        from atlases.parcellations import atlas_rois
+
+        return atlas_rois(atlas)
+    if experiment.n_vertices <= MAX_TARGET_ROWS:
+        names = experiment.info.get("vertex_names") or [str(i) for i in range(experiment.n_vertices)]
+        return {name: np.arange(experiment.n_vertices) == i for i, name in enumerate(names)}
+    return {"all vertices": np.ones(experiment.n_vertices, bool)}
 
 
 def roi_table(statistics, results, masks: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -187,5 +217,12 @@ def roi_table(statistics, results, masks: dict[str, np.ndarray]) -> pd.DataFrame
             for space, test in statistics.unique_tests.items():
                 row[f"unique_{space}"] = float(statistics.atoms[(space,)][mask].mean())
                 row[f"unique_{space}_fraction_fdr"] = float((test["p_fdr"][mask] <= s["alpha"]).mean())
+        if statistics.rois is not None and name in statistics.rois.index:
+            row |= {k: float(v) for k, v in statistics.rois.loc[name].items() if k.endswith(("_ci_low", "_ci_high"))}
         rows[name] = row
-    return pd.DataFrame.from_dict(rows, orient="index")
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    order = [c for c in table.columns if not c.endswith(("_ci_low", "_ci_high"))]
+    for column in list(order):  # each interval right after its estimate
+        order[order.index(column) + 1:order.index(column) + 1] = [c for c in (f"{column}_ci_low", f"{column}_ci_high")
+                                                                  if c in table.columns]
+    return table[order]
