@@ -332,7 +332,7 @@ def region_table(atlas: str = "desikan_killiany") -> pd.DataFrame:
     -------
     DataFrame
         Indexed by region name: ``description``, ``role``, ``n_vertices_L``, ``n_vertices_R``,
-        ``centroid_L``, ``centroid_R`` (x, y, z mm on fsaverage5's pial surface), ``atlas``,
+        ``centroid_L``, ``centroid_R`` (``"(x, y, z)"``, mm on fsaverage5's pial surface), ``atlas``,
         ``source``, ``licence``.
     """
     parcellation = load_parcellation(atlas)
@@ -343,6 +343,7 @@ def region_table(atlas: str = "desikan_killiany") -> pd.DataFrame:
         for hemi in HEMISPHERES:
             mask = parcellation.mask(region.parcels, hemi)
             row[f"n_vertices_{hemi}"] = int(mask.sum())
-            row[f"centroid_{hemi}"] = tuple(np.round(xyz[mask].mean(axis=0), 1)) if mask.any() else None
+            centroid = xyz[mask].mean(axis=0) if mask.any() else None
+            row[f"centroid_{hemi}"] = None if centroid is None else "({:.1f}, {:.1f}, {:.1f})".format(*centroid)
         rows[name] = row | {"atlas": parcellation.name, "source": parcellation.source, "licence": parcellation.licence}
     return pd.DataFrame.from_dict(rows, orient="index")

@@ -226,7 +226,8 @@ def decoded_vertices_map(target, atlas: str = "desikan_killiany"):
     values[decoder.vertices_] = 1.0 if scores is None else scores[decoder.vertices_]
     label = "selected" if scores is None else "training-run encoding R²"
     return plot_flat_map(values, f"{target.space}: the {decoder.vertices_.size} vertices decoded from",
-                         vmax=None if scores is not None else 1.0, label=label, outlines=atlas_rois(atlas))
+                         vmax=None if scores is not None else 1.0, cmap="YlOrRd", label=label,
+                         outlines=atlas_rois(atlas))
 
 
 def region_counts(target, atlas: str = "desikan_killiany") -> pd.DataFrame:

@@ -217,7 +217,7 @@ def flat_figures(run, out: Path, maps: dict) -> dict[str, str]:
         if importlib.util.find_spec("cortex") is not None:  # the pycortex extra: the same map by quickflat
             from atlases.pycortex import quickflat_figure
 
-            fig = quickflat_figure(np.where(values > 0, values, np.nan), title + " (pycortex)", label=label)
+            fig = quickflat_figure(np.where(values > 0, values, np.nan), title, label=label)
             files["pycortex_significant_r2"] = str(save_figure(fig, out / "figures" / "pycortex_significant_r2.png",
                                                                dpi=dpi).relative_to(out))
     unique = [key for key in maps if key.startswith("unique_")]

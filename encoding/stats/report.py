@@ -113,6 +113,18 @@ def methods_paragraph(cfg, design, model, statistics=None, n_vertices: int | Non
             f"model was significant" + (" (or all vertices without a permutation test)" if statistics.main is None
                                          else "") + ", FDR-corrected (Benjamini-Hochberg)."
         )
+    if statistics is not None and statistics.rois is not None and len(statistics.rois):
+        from atlases.parcellations import PARCELLATIONS, REGIONS
+
+        atlas = statistics.settings["atlas"]
+        where = (f"regions of the {PARCELLATIONS[atlas]().name} atlas on fsaverage5"
+                 if set(statistics.rois.index) <= set(REGIONS[atlas]) else "the targets")
+        text.append(
+            f"Region-of-interest means ({where}) are reported with 95% percentile intervals from a moving-block "
+            f"bootstrap of the test volumes ({statistics.settings['n_bootstrap']} resamples, blocks of "
+            f"{statistics.settings['block_length']} volumes, all vertices resampled together and the predictions "
+            f"held fixed)."
+        )
     return " ".join(text)
 
 
