@@ -19,6 +19,10 @@ from matplotlib.patches import Patch
 from atlases.surface import HEMIS, check_fsaverage5, hemisphere_slices, load_fsaverage5, sulcal_depth
 
 VIEWS = ("lateral", "medial")
+# One colour per feature space everywhere: the first three follow the RGB map's channels (red,
+# green, blue), so a space has the same colour in the best-space map and in the unique-variance map.
+CATEGORY_COLOURS = ("#d62728", "#2ca02c", "#1f77b4", *matplotlib.colormaps["tab10"].colors[1:2],
+                    *matplotlib.colormaps["tab10"].colors[4:])
 
 
 def plot_surface_map(
@@ -61,17 +65,19 @@ def plot_surface_map(
     shown = values[values > thr]
     top = vmax if vmax is not None else (np.percentile(shown, 99) if shown.size else 1.0)
     top = max(float(top), thr + 1e-6)
+    clipped = bool((values > top).any())
     values = np.where(values > thr, np.minimum(values, top), 0.0)
 
     fig = _four_views(
         lambda ax, hemi, view, part, mesh, sulc: plot_surf_stat_map(
             surf_mesh=mesh, stat_map=values[part], hemi=hemi, view=view, bg_map=sulc, axes=ax,
             figure=ax.figure, colorbar=False, cmap=cmap, threshold=thr if thr > 0 else 1e-12,
-            vmin=0.0, vmax=top, symmetric_cbar=False,
+            vmin=0.0, vmax=top, symmetric_cbar=False, avg_method="median",
         )
     )
     cax = fig.add_axes([0.9, 0.2, 0.022, 0.58])
-    bar = fig.colorbar(ScalarMappable(norm=Normalize(0.0, top), cmap=cmap), cax=cax)
+    bar = fig.colorbar(ScalarMappable(norm=Normalize(0.0, top), cmap=cmap), cax=cax,
+                       extend="max" if clipped else "neither")
     bar.set_label(label, fontsize=11)
     bar.ax.tick_params(labelsize=9)
     caption = f"{title}" + (f"  (shown: > {thr:.3g})" if thr > 0 else "")
@@ -101,7 +107,9 @@ def plot_surface_labels(labels: np.ndarray, names: Sequence[str], title: str) ->
         raise ValueError(f"Expected one label per fsaverage5 vertex (20484,), got shape {labels.shape}.")
     if labels.min() < 0 or labels.max() > len(names):
         raise ValueError(f"Labels must lie in 0..{len(names)} (0: not shown).")
-    colors = matplotlib.colormaps["tab10"].colors[: len(names)]
+    if len(names) > len(CATEGORY_COLOURS):
+        raise ValueError(f"At most {len(CATEGORY_COLOURS)} categories can be told apart, got {len(names)}.")
+    colors = CATEGORY_COLOURS[: len(names)]
     cmap = ListedColormap(colors)
     fig = _four_views(
         lambda ax, hemi, view, part, mesh, sulc: plot_surf_roi(
@@ -177,24 +185,42 @@ def _flat_figure(rgba: np.ndarray, title: str, outlines: dict[str, np.ndarray] |
         xy, faces = flat_hemisphere(hemi)
         ax.add_collection(PolyCollection(xy[faces], facecolors=_face_colors(rgba[part], faces), edgecolors="none",
                                          antialiased=False))
-        if outlines:
-            triangulation = Triangulation(xy[:, 0], xy[:, 1], faces)
-            for k, (name, mask) in enumerate(outlines.items()):
-                colour = "black" if len(outlines) == 1 else matplotlib.colormaps["tab10"](k % 10)
-                ax.tricontour(triangulation, mask[part].astype(float), levels=[0.5], colors=[colour], linewidths=1.0)
-                inside = mask[part] & np.isin(np.arange(len(xy)), faces)
-                if inside.any():
-                    x, y = xy[inside].mean(axis=0)
-                    ax.text(x, y, name, fontsize=8, ha="center", va="center", color=colour,
-                            bbox={"facecolor": "white", "alpha": 0.6, "edgecolor": "none", "pad": 1})
         used = np.unique(faces)
         ax.set_xlim(xy[used, 0].min() - 5, xy[used, 0].max() + 5)
         ax.set_ylim(xy[used, 1].min() - 5, xy[used, 1].max() + 5)
         ax.set_aspect("equal")
+        if outlines:  # black lines (no colour that could read as data), each name just above its region
+            triangulation = Triangulation(xy[:, 0], xy[:, 1], faces)
+            anchors = {}
+            for name, mask in outlines.items():
+                ax.tricontour(triangulation, mask[part].astype(float), levels=[0.5], colors=["black"],
+                              linewidths=0.9)
+                inside = mask[part] & np.isin(np.arange(len(xy)), faces)
+                if inside.any():
+                    anchors[name] = (xy[inside, 0].mean(), xy[inside, 1].max() + 2.0)
+            _label_regions(ax, anchors)
         ax.set_axis_off()
-        ax.set_title(f"{hemi} hemisphere (flat)", fontsize=11)
-    fig.suptitle(title, fontsize=13, y=0.98)
+        ax.set_title(f"{hemi} hemisphere (flat)", fontsize=12)
+    fig.suptitle(title, fontsize=14, y=0.98)
     return fig
+
+
+def _label_regions(ax, anchors: dict[str, tuple[float, float]], fontsize: float = 9.0) -> None:
+    """Name regions at their anchors (mm on the flat patch), moving a name up until it overlaps no other."""
+    bbox = ax.get_position()
+    fig_width, fig_height = ax.figure.get_size_inches()
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    # mm per point: the patch is drawn with equal aspect, so the tighter axis sets the scale
+    per_point = max((x1 - x0) / (bbox.width * fig_width * 72), (y1 - y0) / (bbox.height * fig_height * 72))
+    height = 1.5 * fontsize * per_point
+    placed: list[tuple[float, float, float]] = []  # centre x, bottom y, half width
+    for name, (x, y) in sorted(anchors.items(), key=lambda item: item[1][1]):
+        half = 0.35 * fontsize * per_point * len(name) + 1.0
+        while any(abs(x - px) < half + ph and abs(y - py) < height for px, py, ph in placed):
+            y += height
+        placed.append((x, y, half))
+        ax.text(x, y, name, fontsize=fontsize, ha="center", va="bottom",
+                bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "none", "pad": 0.8})
 
 
 def plot_flat_map(values: np.ndarray, title: str, *, kind: str = "sequential", threshold: float | None = None,
@@ -244,19 +270,24 @@ def plot_flat_map(values: np.ndarray, title: str, *, kind: str = "sequential", t
     shown_text = f"|value| > {thr:.3g}" if signed else f"> {thr:.3g}"
     fig = _flat_figure(rgba, title + (f"  (shown: {shown_text})" if thr > 0 else ""), outlines)
     cax = fig.add_axes([0.84, 0.2, 0.016, 0.58])
-    bar = fig.colorbar(ScalarMappable(norm=norm, cmap=colormap), cax=cax)
-    bar.set_label(label, fontsize=11)
+    beyond = np.abs(finite[shown]) > top if signed else finite[shown] > top
+    bar = fig.colorbar(ScalarMappable(norm=norm, cmap=colormap), cax=cax,
+                       extend=("both" if signed else "max") if beyond.any() else "neither")
+    bar.set_label(label, fontsize=12)
+    bar.ax.tick_params(labelsize=10)
     return fig
 
 
 def plot_flat_rgb(channels: np.ndarray, names: Sequence[str], title: str, *, vmax: float | None = None,
-                  opacity: np.ndarray | None = None, outlines: dict[str, np.ndarray] | None = None) -> Figure:
+                  opacity: np.ndarray | None = None, label: str = "value", opacity_label: str = "",
+                  outlines: dict[str, np.ndarray] | None = None) -> Figure:
     """Three vertex maps at once, one colour channel each (red, green, blue), on the flat fsaverage5.
 
     Made for the unique variance of three feature spaces: a vertex where only the first space
-    explains variance is red, where the first two both do yellow, and so on; values are clipped
-    at 0 and scaled by ``vmax``. The legend names the three channels (a label can say more, e.g.
-    ``"logmel (unique R^2)"``).
+    explains variance is red, where the first two both do yellow, and so on. The hue says which
+    channels, the strength of the colour over the grey background how large: a vertex at
+    ``vmax`` (values clipped at 0 and at ``vmax``) is fully coloured, one at ``vmax / 2`` half
+    way, and ``opacity`` (e.g. the noise ceiling) multiplies that strength.
 
     Parameters
     ----------
@@ -265,10 +296,15 @@ def plot_flat_rgb(channels: np.ndarray, names: Sequence[str], title: str, *, vma
         What each channel shows (the legend).
     title : str
     vmax : float or None
-        Value of full intensity (None: the 99th percentile over the three channels).
+        Value of full intensity (None: the median of the positive values, so that half of the
+        shown vertices are fully coloured and the rest fade with their value).
     opacity : ndarray, shape (20484,), optional
-        Per-vertex weight in [0, 1] of the colour over the grey background (e.g. the noise ceiling),
-        so unreliable vertices fade.
+        Per-vertex factor in [0, 1] of the colour's strength (e.g. the noise ceiling), so
+        unreliable vertices fade.
+    label : str
+        What the channels hold, with units (the legend's title), e.g. ``"unique R²"``.
+    opacity_label : str
+        What ``opacity`` is, for the legend (e.g. ``"CC_norm"``).
     outlines : dict of str to ndarray of bool, optional
 
     Returns
@@ -280,11 +316,12 @@ def plot_flat_rgb(channels: np.ndarray, names: Sequence[str], title: str, *, vma
         raise ValueError(f"Expected three maps of 20484 vertices and three names, got {channels.shape} and "
                          f"{len(names)} names.")
     positive = np.clip(channels, 0, None)
-    top = vmax if vmax is not None else max(float(np.percentile(positive[positive > 0], 99)) if (positive > 0).any()
+    top = vmax if vmax is not None else max(float(np.median(positive[positive > 0])) if (positive > 0).any()
                                             else 1.0, 1e-12)
     colour = np.clip(positive / top, 0, 1).T  # (20484, 3)
-    weight = colour.max(axis=1) if opacity is None else np.clip(np.asarray(opacity, dtype=np.float64), 0, 1)
-    weight = np.where(colour.max(axis=1) > 0, weight, 0.0)
+    weight = colour.max(axis=1)  # the strength: the largest channel relative to vmax
+    if opacity is not None:
+        weight = weight * np.clip(np.nan_to_num(np.asarray(opacity, dtype=np.float64)), 0, 1)
     background = np.vstack([_flat_background(hemisphere_slices()[h]) for h in HEMIS])
     rgba = background.copy()
     full = colour / np.maximum(colour.max(axis=1, keepdims=True), 1e-12)  # the hue at full brightness
@@ -296,8 +333,8 @@ def plot_flat_rgb(channels: np.ndarray, names: Sequence[str], title: str, *, vma
                 ((1, 1, 0), f"{names[0]} + {names[1]}"), ((1, 0, 1), f"{names[0]} + {names[2]}"),
                 ((0, 1, 1), f"{names[1]} + {names[2]}"), ((1, 1, 1), "all three")]
     handles = [Patch(facecolor=c, edgecolor="0.3", label=n) for c, n in swatches]
-    legend.legend(handles=handles, loc="center left", fontsize=7, frameon=False,
-                  title=f"unique variance\n(full colour: {top:.3g})", title_fontsize=7)
+    strength = f"full colour: {label} ≥ {top:.3g}" + (f",\nfaded by {opacity_label}" if opacity_label else "")
+    legend.legend(handles=handles, loc="center left", fontsize=9, frameon=False, title=strength, title_fontsize=9)
     return fig
 
 

@@ -64,7 +64,7 @@ _KINDS = {"sequential": "inferno", "diverging": "RdBu_r"}
 _DB_STATE = ("filestore", "_subjects", "_memocache", "auxfile")  # what _filestore sets aside on cortex.db
 
 # figure layout, inches
-_WIDTH, _TITLE_STRIP, _COLORBAR_STRIP = 12.0, 0.55, 0.85
+_WIDTH, _TITLE_STRIP, _COLORBAR_STRIP, _MARGIN = 12.0, 0.9, 0.85, 0.02  # inches, inches, inches, fraction
 
 
 def fsaverage5_subject(folder: str | Path | None = None) -> Path:
@@ -192,7 +192,10 @@ def quickflat_figure(
         vertex = cortex.Vertex(values, FSAVERAGE5, vmin=vmin, vmax=vmax, cmap=cmap or _KINDS[kind])
         cortex.quickflat.make_figure(vertex, fig=ax, height=FLATMAP_HEIGHT, with_rois=False, with_labels=False,
                                      with_sulci=False, with_curvature=True, with_colorbar=False)
-    _lay_out(fig, ax, title, label)
+    finite = values[np.isfinite(values)]
+    extend = {(False, False): "neither", (True, False): "min", (False, True): "max", (True, True): "both"}[
+        (bool((finite < vmin).any()), bool((finite > vmax).any()))]
+    _lay_out(fig, ax, title, label, extend)
     return fig
 
 
@@ -346,16 +349,22 @@ def _colour_limits(values: np.ndarray, kind: str, vmin: float | None, vmax: floa
     return float(vmin), float(vmax)
 
 
-def _lay_out(fig, ax, title: str, label: str) -> None:
-    """Size ``fig`` to the flat map's aspect, with a title strip above and a colour bar below."""
+def _lay_out(fig, ax, title: str, label: str, extend: str = "neither") -> None:
+    """Size ``fig`` to the flat map's aspect: a title strip with the hemispheres named, the map, a colour bar."""
     (left, right), (bottom, top) = ax.get_xlim(), ax.get_ylim()
-    map_height = _WIDTH * (top - bottom) / (right - left)
+    map_width = 1.0 - 2 * _MARGIN  # figure fraction
+    map_height = _WIDTH * map_width * (top - bottom) / (right - left)
     height = _TITLE_STRIP + map_height + _COLORBAR_STRIP
     fig.set_size_inches(_WIDTH, height)
-    ax.set_position((0.0, _COLORBAR_STRIP / height, 1.0, map_height / height))
+    ax.set_position((_MARGIN, _COLORBAR_STRIP / height, map_width, map_height / height))
     if title:
-        fig.text(0.5, 1.0 - 0.5 * _TITLE_STRIP / height, title, ha="center", va="center", fontsize=14)
+        fig.text(0.5, 1.0 - 0.35 * _TITLE_STRIP / height, title, ha="center", va="center", fontsize=14)
+    midline = (0.0 - left) / (right - left)  # the hemispheres meet at x = 0 of the flat map
+    for name, at in (("left hemisphere", midline / 2), ("right hemisphere", (1 + midline) / 2)):
+        fig.text(_MARGIN + at * map_width, 1.0 - 0.8 * _TITLE_STRIP / height, name, ha="center", va="center",
+                 fontsize=12)
     cax = fig.add_axes((0.35, 0.5 * _COLORBAR_STRIP / height, 0.3, 0.16 / height))
     data = next(image for image in ax.get_images() if image.get_label() == "data")
-    bar = fig.colorbar(data, cax=cax, orientation="horizontal")
-    bar.set_label(label, fontsize=11)
+    bar = fig.colorbar(data, cax=cax, orientation="horizontal", extend=extend)
+    bar.set_label(label, fontsize=12)
+    bar.ax.tick_params(labelsize=10)

@@ -201,13 +201,19 @@ def identification_matrix(target):
     limit = float(np.abs(similarity).max())
     image = ax.imshow(similarity, cmap="RdBu_r", vmin=-limit, vmax=limit)
     fig.colorbar(image, ax=ax, label="Pearson r (decoded, true)")
-    ax.set_xlabel("true embedding of clip j")
-    ax.set_ylabel("decoded embedding of clip i")
+    ax.set_xlabel("true embedding of clip j" + (" (by genre)" if labels else ""))
+    ax.set_ylabel("decoded embedding of clip i" + (" (by genre)" if labels else ""))
     ax.set_title(f"{target.space}: pairwise identification {result.values['pairwise']:.3f} (chance 0.5)", fontsize=10)
-    if labels and result.n_clips <= 60:
-        names = result.genre.true_labels[order]
-        ax.set_yticks(np.arange(len(names)), names, fontsize=5)
-        ax.set_xticks([])
+    if labels:  # one tick per genre block, the blocks separated
+        names = np.asarray(result.genre.true_labels)[order]
+        starts = np.flatnonzero(np.r_[True, names[1:] != names[:-1]])
+        ends = np.r_[starts[1:], len(names)]
+        for edge in starts[1:] - 0.5:
+            ax.axhline(edge, color="0.15", linewidth=0.6)
+            ax.axvline(edge, color="0.15", linewidth=0.6)
+        centres = (starts + ends - 1) / 2
+        ax.set_yticks(centres, names[starts], fontsize=8)
+        ax.set_xticks(centres, names[starts], fontsize=8, rotation=90)
     return fig
 
 

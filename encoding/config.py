@@ -773,7 +773,7 @@ class OutputConfig(Section):
     key: ClassVar[str] = "output"
     figures: bool = True
     map_threshold: float = option(0.05, ge=0, lt=1)
-    dpi: int = option(110, ge=20, le=1200)
+    dpi: int = option(150, ge=20, le=1200)
 
 
 @dataclass

@@ -171,11 +171,17 @@ def make_figures(run, out: Path) -> dict[str, str]:
         maps["planted_share"] = (run.truth.signal_share.sum(axis=0), "Planted signal share (ground truth)",
                                  "share of variance", "magma")
     files = {}
-    best = np.nan_to_num(res.split_r2, nan=-np.inf).argmax(axis=0) + 1
-    fig = plot_surface_labels(np.where(res.test_r2 > thr, best, 0), res.band_names,
-                              f"Best feature space (largest split R², where test R² > {thr:.3g})")
-    files["best_space"] = str(save_figure(fig, out / "figures" / "best_space.png", dpi=cfg.dpi).relative_to(out))
     statistics = run.statistics
+    best = np.nan_to_num(res.split_r2, nan=-np.inf).argmax(axis=0) + 1
+    if statistics is not None and statistics.main is not None:  # only where the model predicts significantly
+        s = statistics.settings
+        where = statistics.significant()
+        where_text = f"significant vertices, {s['correction'].upper().replace('_', ' ')} p ≤ {s['alpha']:g}"
+    else:
+        where, where_text = res.test_r2 > thr, f"test R² > {thr:.3g}"
+    fig = plot_surface_labels(np.where(where, best, 0), res.band_names,
+                              f"Best feature space (largest split R², {where_text})")
+    files["best_space"] = str(save_figure(fig, out / "figures" / "best_space.png", dpi=cfg.dpi).relative_to(out))
     if statistics is not None and statistics.main is not None:
         s = statistics.settings
         significant = statistics.significant()
@@ -187,7 +193,8 @@ def make_figures(run, out: Path) -> dict[str, str]:
             unique = np.maximum(statistics.atoms[(space,)], 0.0)
             keep = test["p_fdr"] <= statistics.settings["alpha"]
             maps[f"unique_{space}"] = (np.where(keep, unique, 0.0), f"Unique variance: {space} (FDR p ≤ "
-                                       f"{statistics.settings['alpha']:g}, negatives shown as 0)", "R²", "viridis")
+                                       f"{statistics.settings['alpha']:g}; negative estimates not shown)",
+                                       "unique R² (ΔR²)", "viridis")
     for key, (values, title, label, cmap) in maps.items():
         top = float(np.nanmax(values)) if key == "planted_share" else vmax
         shown = None if key in ("planted_share", "significant_r2") or key.startswith("unique") else thr
@@ -195,14 +202,15 @@ def make_figures(run, out: Path) -> dict[str, str]:
             top = max(float(np.nanpercentile(values, 99.9)), 1e-3)
         fig = plot_surface_map(values, title, threshold=shown, vmax=top, cmap=cmap, label=label)
         files[key] = str(save_figure(fig, out / "figures" / f"{key}.png", dpi=cfg.dpi).relative_to(out))
-    files.update(flat_figures(run, out, maps))
+    files.update(flat_figures(run, out, maps, vmax))
     return files
 
 
-def flat_figures(run, out: Path, maps: dict) -> dict[str, str]:
+def flat_figures(run, out: Path, maps: dict, vmax: float) -> dict[str, str]:
     """Flat maps with the atlas's auditory regions outlined: the significant test R^2 (also drawn by
     pycortex's quickflat when the ``pycortex`` extra is installed) and, with three feature spaces,
-    their FDR-significant unique variance as one RGB map (opacity: CC_norm)."""
+    their FDR-significant unique variance as one RGB map (opacity: CC_norm). ``vmax`` tops the
+    R^2 colour scale, the same as on the inflated maps."""
     from atlases.parcellations import atlas_rois
     from atlases.plotting import plot_flat_map, plot_flat_rgb
 
@@ -211,13 +219,13 @@ def flat_figures(run, out: Path, maps: dict) -> dict[str, str]:
     dpi = run.config.output.dpi
     if "significant_r2" in maps:
         values, title, label, _ = maps["significant_r2"]
-        fig = plot_flat_map(np.where(values > 0, values, np.nan), title, label=label, outlines=outlines)
+        fig = plot_flat_map(np.where(values > 0, values, np.nan), title, vmax=vmax, label=label, outlines=outlines)
         files["flat_significant_r2"] = str(save_figure(fig, out / "figures" / "flat_significant_r2.png",
                                                        dpi=dpi).relative_to(out))
         if importlib.util.find_spec("cortex") is not None:  # the pycortex extra: the same map by quickflat
             from atlases.pycortex import quickflat_figure
 
-            fig = quickflat_figure(np.where(values > 0, values, np.nan), title, label=label)
+            fig = quickflat_figure(np.where(values > 0, values, np.nan), title, vmax=vmax, label=label)
             files["pycortex_significant_r2"] = str(save_figure(fig, out / "figures" / "pycortex_significant_r2.png",
                                                                dpi=dpi).relative_to(out))
     unique = [key for key in maps if key.startswith("unique_")]
@@ -226,7 +234,8 @@ def flat_figures(run, out: Path, maps: dict) -> dict[str, str]:
         opacity = None if run.results.cc_norm is None else np.clip(np.nan_to_num(run.results.cc_norm), 0, 1)
         fig = plot_flat_rgb(np.stack([maps[key][0] for key in unique]), names,
                             f"Unique variance (FDR p ≤ {run.statistics.settings['alpha']:g}), one colour per space"
-                            + (", opacity: CC_norm" if opacity is not None else ""), opacity=opacity,
+                            + (", faded by CC_norm" if opacity is not None else ""), opacity=opacity,
+                            label="unique R²", opacity_label="CC_norm" if opacity is not None else "",
                             outlines=outlines)
         files["unique_rgb"] = str(save_figure(fig, out / "figures" / "unique_rgb.png", dpi=dpi).relative_to(out))
     return files

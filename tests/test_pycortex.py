@@ -103,7 +103,7 @@ def test_diverging_map_is_symmetric_with_title_and_label(store):
     limit = np.nanpercentile(np.abs(values), 99)
     np.testing.assert_allclose(data.get_clim(), (-limit, limit))
     assert data.get_cmap().name == "RdBu_r"
-    assert [text.get_text() for text in fig.texts] == ["contrast"]
+    assert [text.get_text() for text in fig.texts] == ["contrast", "left hemisphere", "right hemisphere"]
     assert fig.axes[-1].get_xlabel() == "t value"
 
 
