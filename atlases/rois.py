@@ -41,12 +41,22 @@ AUDITORY_LANDMARKS = {
 }
 
 
-def landmark_distance(name: str) -> np.ndarray:
-    """Geodesic distance (mm) of every vertex to a landmark's centre in its own hemisphere, shape (20484,)."""
+def landmark_distance(name: str, shift: np.ndarray | None = None) -> np.ndarray:
+    """Geodesic distance (mm) of every vertex to a landmark's centre in its own hemisphere, shape (20484,).
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`AUDITORY_LANDMARKS`.
+    shift : ndarray, shape (2, 3), optional
+        Displacement (mm) of the left and right centres before they snap to the nearest vertex
+        (one subject's individual anatomy in a simulated study).
+    """
     lm = AUDITORY_LANDMARKS[name]
+    shift = np.zeros((2, 3)) if shift is None else np.asarray(shift, dtype=np.float64)
     dist = np.full(2 * N_VERTICES_HEMI, np.inf)
-    for hemi, xyz in (("left", lm.left), ("right", lm.right)):
-        d = geodesic_distance(nearest_vertex(xyz, hemi), limit=60.0)
+    for k, (hemi, xyz) in enumerate((("left", lm.left), ("right", lm.right))):
+        d = geodesic_distance(nearest_vertex(np.asarray(xyz, dtype=np.float64) + shift[k], hemi), limit=60.0)
         half = slice(0, N_VERTICES_HEMI) if hemi == "left" else slice(N_VERTICES_HEMI, None)
         dist[half] = d[half]
     return dist

@@ -19,7 +19,9 @@ from importlib import import_module
 
 _PUBLIC = {
     "DecodingDesign": "decoding.design", "make_decoding_design": "decoding.design", "clip_means": "decoding.design",
-    "RidgeDecoder": "decoding.model",
+    "RidgeDecoder": "decoding.model", "make_decoder": "decoding.model",
+    "FunctionalAlignment": "decoding.alignment", "cross_subject_decoding": "decoding.alignment",
+    "shared_samples": "decoding.alignment",
     "permuted_predictions": "decoding.permutation",
     "identification": "decoding.metrics", "IdentificationResult": "decoding.metrics",
     "EmbeddingIndex": "decoding.retrieval",

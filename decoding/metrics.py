@@ -662,6 +662,11 @@ class IdentificationResult:
     genre: GenreClassificationResult | None = None
     settings: dict = field(default_factory=dict)
 
+    def _repr_html_(self) -> str:
+        from encoding.io import html_summary
+
+        return html_summary(f"IdentificationResult ({self.n_clips} test clips)", {}, self.table())
+
     def table(self) -> pd.DataFrame:
         """One row per metric: ``metric``, ``value``, ``ci_low``, ``ci_high``, ``chance``, ``p_value`` (shuffle
         null) and ``p_value_external`` (null predictions); genre classification rows follow when computed."""

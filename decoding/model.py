@@ -273,3 +273,25 @@ def top_vertices(scores: np.ndarray, n: int) -> np.ndarray:
 def vertex_columns(vertices: np.ndarray, n_vertices: int, n_delays: int) -> np.ndarray:
     """Columns of a delay-major design that hold ``vertices`` at every lag."""
     return (np.arange(n_delays)[:, None] * n_vertices + np.asarray(vertices)[None, :]).ravel()
+
+
+def make_decoder(cfg, n_vertices: int, progress: bool = True, backend: str = "auto",
+                 memory_gb: float = 2.0) -> RidgeDecoder:
+    """The (unfitted) decoder a :class:`encoding.config.DecodingConfig` describes, for ``n_vertices`` responses.
+
+    Raises
+    ------
+    DataError
+        ``selection = "roi"`` (fsaverage5 regions) on responses of another size.
+    """
+    selection = cfg.selection
+    if selection == "roi":
+        from atlases.parcellations import atlas_rois
+
+        masks = atlas_rois(cfg.atlas)
+        selection = np.any([masks[name] for name in cfg.rois], axis=0)
+        if selection.size != n_vertices:
+            raise DataError(f"decoding.selection = 'roi' uses fsaverage5 regions ({selection.size} vertices) but the "
+                            f"responses have {n_vertices} vertices.")
+    return RidgeDecoder(n_delays=len(cfg.delays), selection=selection, n_vertices=cfg.n_vertices, alphas=cfg.alphas,
+                        backend=backend, memory_gb=memory_gb, progress_bar=progress)

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from decoding.design import DecodingDesign, clip_means, make_decoding_design
 from decoding.metrics import IdentificationResult, identification
-from decoding.model import RidgeDecoder
+from decoding.model import RidgeDecoder, make_decoder
 from decoding.permutation import permuted_predictions
 from decoding.retrieval import EmbeddingIndex
 from encoding.config import DecodingConfig, FeaturesConfig, PipelineConfig
@@ -198,22 +198,6 @@ def _target_features(config: PipelineConfig) -> FeaturesConfig:
 
 
 # -- steps -------------------------------------------------------------------------------
-
-def make_decoder(cfg: DecodingConfig, n_vertices: int, progress: bool = True, backend: str = "auto",
-                 memory_gb: float = 2.0) -> RidgeDecoder:
-    """The (unfitted) decoder ``cfg`` describes."""
-    selection = cfg.selection
-    if selection == "roi":
-        from atlases.parcellations import atlas_rois
-
-        masks = atlas_rois(cfg.atlas)
-        selection = np.any([masks[name] for name in cfg.rois], axis=0)
-        if selection.size != n_vertices:
-            raise DataError(f"decoding.selection = 'roi' uses fsaverage5 regions ({selection.size} vertices) but the "
-                            f"responses have {n_vertices} vertices.")
-    return RidgeDecoder(n_delays=len(cfg.delays), selection=selection, n_vertices=cfg.n_vertices, alphas=cfg.alphas,
-                        backend=backend, memory_gb=memory_gb, progress_bar=progress)
-
 
 def decode_target(experiment: Experiment, space: str, frames: dict[str, FeatureFrames], config: PipelineConfig,
                   progress: bool = True) -> TargetResult:

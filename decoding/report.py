@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from encoding.html_report import write_html_report
 from encoding.io import provenance, save_figure, write_arrays, write_json, write_text
 from encoding.stats.report import write_table
 
@@ -72,6 +73,8 @@ def write_decoding_outputs(run, out: Path) -> dict:
     run.timings["outputs"] = round(time.perf_counter() - start, 3)
     summary["timings_s"] = {**run.timings, "total": round(sum(run.timings.values()), 3)}
     summary["provenance"] = provenance(run.config.to_dict())
+    summary["files"]["html"] = "report.html"
+    write_html_report(out, summary=summary)  # the self-contained page (encoding.html_report); before the summary
     write_json(out / "summary.json", summary)
     return summary
 

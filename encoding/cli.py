@@ -19,6 +19,7 @@ from encoding.errors import UserError
 def _demo(args: argparse.Namespace):
     from decoding.pipeline import run_decoding
     from encoding.config import demo_config
+    from encoding.html_report import write_html_report
     from encoding.pipeline import run_pipeline
 
     config = demo_config(args.quick, args.seed)
@@ -28,6 +29,7 @@ def _demo(args: argparse.Namespace):
         _print_done(args.out)
         run_decoding(config, args.out / "decoding", progress=not args.no_progress, experiment=run.experiment,
                      truth=run.truth)
+        write_html_report(args.out)  # again, now with the decoding section
         _print_decoded(args.out / "decoding")
 
     return config, work
@@ -46,7 +48,19 @@ def _fit(args: argparse.Namespace):
     from encoding.pipeline import run_pipeline
 
     config = PipelineConfig.from_toml(args.config)
+    if config.study.subjects:
+        from encoding.study import run_study
+
+        return config, lambda: (run_study(config, args.out, progress=not args.no_progress), _print_study(args.out))
     return config, lambda: (run_pipeline(config, args.out, progress=not args.no_progress), _print_done(args.out))
+
+
+def _group(args: argparse.Namespace):
+    from encoding.group import run_group
+
+    out = args.out or (args.folders[0] / "group" if len(args.folders) == 1 else Path("brain2music-group"))
+    return None, lambda: (run_group(args.folders, out, alpha=args.alpha, correction=args.correction),
+                          _print_group(out))
 
 
 def _sweep(args: argparse.Namespace):
@@ -106,10 +120,34 @@ def _print_decoded(out: Path) -> None:
         print(f"decoding {space}: pairwise identification {values['pairwise']:.3f}{interval}, chance 0.5")
 
 
+def _print_study(out: Path) -> None:
+    import json
+
+    study = json.loads((Path(out) / "study.json").read_text())
+    print(f"Wrote {out}/: " + ", ".join(f"sub-{s} ({v})" for s, v in study["status"].items()))
+    if (Path(out) / "group" / "summary.json").is_file():
+        _print_group(Path(out) / "group")
+
+
+def _print_group(out: Path) -> None:
+    import json
+
+    summary = json.loads((Path(out) / "summary.json").read_text())
+    s = summary["settings"]
+    print(f"Wrote {out}/: report.md, summary.json, results.npz, figures/; {summary['n_subjects']} subjects, "
+          f"{summary['n_significant']:,} vertices significant ({s['correction'].upper().replace('_', ' ')} "
+          f"p <= {s['alpha']:g})")
+    for row in summary.get("identification", []):
+        print(f"group decoding {row['target']}: pairwise identification {row['value']:.3f} "
+              f"(95% CI {row['ci_low']:.3f}-{row['ci_high']:.3f}, {row['n_subjects']} subjects), chance 0.5")
+
+
 def interrupted_message(config, out: Path | None) -> str:
     """The line printed after Ctrl-C: what was kept and how to resume."""
     parts = []
-    if out is not None:
+    if out is not None and config is not None and config.study.subjects:
+        parts.append(f"finished subjects are kept in {out}/sub-*: run the same command again to resume")
+    elif out is not None:
         kept = " (the earlier run there is untouched)" if (Path(out) / "summary.json").exists() else ""
         parts.append(f"nothing was written to {out}{kept}")
     if config is not None and config.model.cache:
@@ -135,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
     demo.set_defaults(func=_demo)
 
-    fit = sub.add_parser("fit", help="run the pipeline described by a TOML config file")
+    fit = sub.add_parser("fit", help="run the pipeline described by a TOML config file (each subject of its [study])")
     fit.add_argument("config", type=Path, help="config file (a demo writes one to start from)")
     fit.add_argument("--out", type=Path, default=Path("brain2music-output"), help="output folder")
     fit.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -152,6 +190,16 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--out", type=Path, default=Path("brain2music-sweep"), help="output folder")
     sweep.add_argument("--no-progress", action="store_true", help="hide progress bars")
     sweep.set_defaults(func=_sweep)
+
+    group = sub.add_parser("group", help="the group level of subjects' outputs: maps, ROI effects, decoding")
+    group.add_argument("folders", type=Path, nargs="+", help="subject output folders, or a study folder (sub-*/)")
+    group.add_argument("--out", type=Path, default=None,
+                       help="output folder (default: STUDY/group for one study folder, else brain2music-group)")
+    group.add_argument("--alpha", type=float, default=0.05, help="significance level of the maps (default: 0.05)")
+    group.add_argument("--correction", default="fwer", choices=("fwer", "fdr_bh", "fdr_by", "none"),
+                       help="multiple-comparison correction of the maps (default: fwer, max statistic)")
+    group.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    group.set_defaults(func=_group)
 
     spaces = sub.add_parser("spaces", help="list the registered feature spaces and their parameters")
     spaces.set_defaults(func=_spaces)

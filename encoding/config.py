@@ -224,6 +224,18 @@ class SimulationConfig(Section):
         Planted weights span this many leading principal axes of each space.
     noise : {"auto", "resting_state", "synthetic"}
         Noise source (see :class:`encoding.simulation.brain.NoiseGenerator`).
+    n_subjects : int
+        Size of the simulated population (1: the single-subject experiment). Subjects hear the
+        same clips in the same runs; with more than one, each has its own planted weights, noise
+        and territories, whose landmark centres move by ``subject_shift`` (the territories'
+        shared core is the group effect). ``[data] subjects`` chooses which a study runs.
+    subject : int
+        Which subject (1-based) this config loads; a study sets it for each of its subjects.
+    subject_shift : float
+        Standard deviation (mm, per axis) of each subject's displacement of each landmark centre.
+    subject_similarity : float
+        In a simulated study, the share of each vertex's planted weights common to all subjects
+        (the correlation of two subjects' weights at a vertex); the rest is the subject's own.
     seed : int
         Seed of clips, weights and noise.
     """
@@ -242,10 +254,22 @@ class SimulationConfig(Section):
     width: float = option(8.0, gt=0)
     n_components: int = option(6, ge=1)
     noise: str = option("auto", choices=NOISE_KINDS)
+    n_subjects: int = option(1, ge=1)
+    subject: int = option(1, ge=1)
+    subject_shift: float = option(3.0, ge=0)
+    subject_similarity: float = option(0.7, ge=0, le=1)
     seed: int = 0
+
+    def subject_labels(self) -> list[str]:
+        """``sim01``, ``sim02``, ...: one per simulated subject."""
+        return [f"sim{k + 1:02d}" for k in range(self.n_subjects)]
 
     def check(self) -> None:
         from atlases.rois import AUDITORY_LANDMARKS
+
+        if self.subject > self.n_subjects:
+            raise ConfigError(f"{self.key}.subject = {self.subject} but the simulated population has n_subjects = "
+                              f"{self.n_subjects}: raise n_subjects or choose a subject from 1 to {self.n_subjects}.")
 
         if not self.territories:
             raise ConfigError(f"{self.key}.territories is empty: plant at least one feature space.")
@@ -805,6 +829,43 @@ class SweepConfig(Section):
                                   f"parameters: {', '.join(extractor_parameters(self.space))}.")
 
 
+ALIGNMENTS = ("anatomical", "functional")
+
+
+@dataclass
+class StudyConfig(Section):
+    """A study: the same analysis for several subjects, then the group level (``brain2music fit``).
+
+    Attributes
+    ----------
+    subjects : list of str
+        Subject labels: BIDS labels without ``sub-`` (``data.source = "bids"``), or ``sim01``,
+        ``sim02``, ... (``"simulation"``, with ``data.simulation.n_subjects``); ``["all"]``: every
+        subject of the data set. Empty: a single-subject run.
+    decode : bool
+        Also decode (``[decoding]``) each subject, into its folder's ``decoding/``.
+    cross_subject : list of {"anatomical", "functional"}
+        Cross-subject decoding of the ``[decoding]`` targets (each subject decoded by a decoder
+        trained on the others), on the same vertices or after functional alignment.
+    group : bool
+        Run the group level (``brain2music group``) on the subjects that finished.
+    """
+
+    key: ClassVar[str] = "study"
+    subjects: list[str] = option(factory=list)
+    decode: bool = False
+    cross_subject: list[str] = option(factory=list, choices=ALIGNMENTS)
+    group: bool = True
+
+    def check(self) -> None:
+        if len(set(self.subjects)) != len(self.subjects):
+            raise ConfigError(f"study.subjects lists a subject twice: {self.subjects}.")
+        if "all" in self.subjects and len(self.subjects) > 1:
+            raise ConfigError(f"study.subjects is either [\"all\"] or a list of labels, got {self.subjects}.")
+        if any(label.startswith("sub-") for label in self.subjects):
+            raise ConfigError(f"study.subjects are labels without 'sub-': {self.subjects}.")
+
+
 @dataclass
 class PipelineConfig(Section):
     """All options of a brain2music run."""
@@ -818,9 +879,20 @@ class PipelineConfig(Section):
     statistics: StatisticsConfig = option(factory=StatisticsConfig)
     sweep: SweepConfig = option(factory=SweepConfig)
     decoding: DecodingConfig = option(factory=DecodingConfig)
+    study: StudyConfig = option(factory=StudyConfig)
 
     def check(self) -> None:
         from encoding.features import get_extractor
+
+        if self.study.subjects and self.data.source == "tables":
+            raise ConfigError("study.subjects needs subjects in the data: data.source 'tables' holds one subject "
+                              "(run one config per subject, then `brain2music group` on their outputs).")
+        if self.study.subjects and self.data.source == "simulation" and self.study.subjects != ["all"]:
+            known = self.data.simulation.subject_labels()
+            unknown = [label for label in self.study.subjects if label not in known]
+            if unknown:
+                raise ConfigError(f"study.subjects names {unknown}, which the simulation does not have: it has "
+                                  f"{', '.join(known)} (data.simulation.n_subjects = {self.data.simulation.n_subjects}).")
 
         provided = self.data.regressor_names()
         check_spaces(self.features.spaces, "features.spaces", provided)

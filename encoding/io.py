@@ -46,8 +46,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 MARKER = ".brain2music"  # written in every run folder: a folder brain2music may replace
 # what earlier releases wrote (without the marker): a folder holding only these is an output of brain2music
-OUTPUT_NAMES = {"summary.json", "sweep.json", "report.md", "results.npz", "config.toml", "figures", "statistics",
-                "sweep.md", "sweep.npz"}
+OUTPUT_NAMES = {"summary.json", "sweep.json", "report.md", "report.html", "results.npz", "config.toml", "figures",
+                "statistics", "sweep.md", "sweep.npz"}
 
 
 class RunFolder:
@@ -184,6 +184,16 @@ def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, format=kind, facecolor="white")
     return Path(path)
+
+
+def html_summary(title: str, rows: dict[str, object], table=None) -> str:
+    """A compact HTML card for Jupyter (``_repr_html_``): a title, named values and an optional DataFrame."""
+    import html
+
+    cells = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{html.escape(str(k))}</th>"
+                    f"<td>{html.escape(str(v))}</td></tr>" for k, v in rows.items())
+    extra = "" if table is None else table.to_html(float_format=lambda v: f"{v:.3g}", border=0)
+    return f"<div><strong>{html.escape(title)}</strong><table>{cells}</table>{extra}</div>"
 
 
 def versions() -> dict[str, str]:

@@ -93,6 +93,19 @@ class EncodingResults:
     explainable_variance: np.ndarray | None = None
     cc_norm: np.ndarray | None = None
 
+    def _repr_html_(self) -> str:
+        from encoding.io import html_summary
+
+        r2 = self.test_r2[np.isfinite(self.test_r2)]
+        rows = {"feature spaces": ", ".join(self.band_names), "vertices": f"{self.test_r2.size:,}",
+                "test R² (median, 99th percentile)": f"{np.median(r2):.3f}, {np.percentile(r2, 99):.3f}",
+                "vertices with test R² > 0.05": f"{int((r2 > 0.05).sum()):,}"}
+        if self.cc_norm is not None:
+            rows["CC_norm (median over reliable vertices)"] = (
+                f"{np.nanmedian(self.cc_norm[reliable_vertices(self.explainable_variance)]):.3f}"
+                if reliable_vertices(self.explainable_variance).any() else "n/a")
+        return html_summary("EncodingResults", rows)
+
     def view(self, quantity: str = "test_r2", threshold: float | None = 0.05):
         """An interactive 3-D map of ``quantity`` (a name of :meth:`arrays` or ``split_r2_<space>``), for
         Jupyter or ``.save_as_html`` (:func:`atlases.plotting.view_surface`; fsaverage5 results only)."""
@@ -444,7 +457,8 @@ def run_statistics(model: BandedRidgeEncoder, design: Design, cfg: StatisticsCon
     return results
 
 
-def run_pipeline(config: PipelineConfig, out_dir: str | Path | None = None, progress: bool = True) -> PipelineRun:
+def run_pipeline(config: PipelineConfig, out_dir: str | Path | None = None, progress: bool = True,
+                 experiment: Experiment | None = None, truth: GroundTruth | None = None) -> PipelineRun:
     """Run every step; write the outputs to ``out_dir`` when given.
 
     Parameters
@@ -454,6 +468,8 @@ def run_pipeline(config: PipelineConfig, out_dir: str | Path | None = None, prog
         Output folder (see :func:`encoding.report.write_outputs` for its contents).
     progress : bool
         Show progress bars.
+    experiment, truth : optional
+        An experiment already loaded (a study loads its subjects first); else ``config.data`` is loaded.
 
     Returns
     -------
@@ -465,7 +481,10 @@ def run_pipeline(config: PipelineConfig, out_dir: str | Path | None = None, prog
     done = False
     try:
         preflight(config)
-        experiment, truth = step("data", load_data, config.data, config.features.params, progress)
+        if experiment is None:
+            experiment, truth = step("data", load_data, config.data, config.features.params, progress)
+        else:
+            step.skip()
         check_against_data(config, experiment)
         features = step("features", extract_features, experiment, config.features, progress,
                         truth.features if truth is not None else None)

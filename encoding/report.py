@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from encoding.html_report import write_html_report
 from encoding.io import provenance, save_figure, write_arrays, write_json, write_text
 from encoding.noise_ceiling import reliable_vertices
 from encoding.scoring import recovery_metrics
@@ -402,5 +403,7 @@ def write_outputs(run, out: Path) -> dict:
     summary["files"] = {"config": "config.toml", "results": "results.npz", "report": "report.md",
                         "figures": figures, "statistics": tables}
     write_text(out / "report.md", markdown_report(summary, figures))
+    summary["files"]["html"] = "report.html"
+    write_html_report(out, summary=summary)  # the self-contained page (encoding.html_report); before the summary
     write_json(out / "summary.json", summary)
     return summary

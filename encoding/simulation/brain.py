@@ -65,7 +65,8 @@ class GroundTruth:
 
 
 def territory_shares(
-    territories: Mapping[str, Sequence[str]], peak_share: float, width: float
+    territories: Mapping[str, Sequence[str]], peak_share: float, width: float,
+    shifts: Mapping[str, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Planted share of variance per space and vertex.
 
@@ -77,6 +78,9 @@ def territory_shares(
         Share at a landmark's centre, in (0, 1).
     width : float
         Gaussian width (sigma) of a territory, in mm of geodesic distance; zero beyond 2 widths.
+    shifts : mapping of landmark name to ndarray, shape (2, 3), optional
+        Displacement (mm, left and right hemisphere) of each landmark's centre: one subject's
+        individual territories in a simulated study.
 
     Returns
     -------
@@ -87,7 +91,7 @@ def territory_shares(
         raise DataError(f"peak_share must lie in (0, 1), got {peak_share}.")
     shares = []
     for landmarks in territories.values():
-        dist = np.min([landmark_distance(name) for name in landmarks], axis=0)
+        dist = np.min([landmark_distance(name, (shifts or {}).get(name)) for name in landmarks], axis=0)
         profile = np.exp(-(dist**2) / (2 * width**2))
         shares.append(np.where(dist <= 2 * width, peak_share * profile, 0.0))
     shares = np.array(shares)

@@ -14,6 +14,7 @@ from encoding.data import Experiment, Run
 from encoding.design import align_to_trs
 from encoding.features import get_extractor
 from encoding.simulation.brain import (
+    N_VERTICES,
     GroundTruth,
     NoiseGenerator,
     planted_weights,
@@ -36,17 +37,24 @@ def simulate_experiment(
     config: SimulationConfig | None = None,
     feature_params: Mapping[str, dict] | None = None,
     progress: bool = True,
+    planted_features: Mapping[str, dict] | None = None,
 ) -> tuple[Experiment, GroundTruth]:
     """Simulate one subject listening to synthetic music, with planted ground truth.
 
     Parameters
     ----------
     config : SimulationConfig
-        Sizes, territories, noise and seed (defaults: :class:`SimulationConfig`).
+        Sizes, territories, noise, seed and which subject of the population (defaults:
+        :class:`SimulationConfig`). Every subject hears the same clips in the same runs; with
+        ``n_subjects > 1`` each has its own weights, noise and landmark shifts, seeded by
+        ``(seed, subject)``.
     feature_params : mapping of space name to dict
         Parameters of the planted spaces' extractors (default parameters otherwise).
     progress : bool
         Show progress bars.
+    planted_features : mapping of space name to frames, optional
+        The planted spaces' features of these clips, when already extracted (another subject's
+        ``truth.features``): the simulation then skips extraction.
 
     Returns
     -------
@@ -60,6 +68,11 @@ def simulate_experiment(
     n_train = cfg.n_train_runs * cfg.clips_per_run
     clips = synthesize_clips(n_train + cfg.n_test_clips, cfg.clip_duration, cfg.sample_rate, seed=cfg.seed)
     order = list(rng.permutation(clips.ids))
+    shifts = None
+    if cfg.n_subjects > 1:  # a study member: its own stream for weights, noise and anatomy
+        rng = np.random.default_rng([cfg.seed, cfg.subject])
+        landmarks = sorted({name for names in cfg.territories.values() for name in names})
+        shifts = {name: rng.normal(0.0, cfg.subject_shift, (2, 3)) for name in landmarks}
     train_ids, test_ids = order[:n_train], order[n_train:]
     events = [schedule(train_ids[i * cfg.clips_per_run : (i + 1) * cfg.clips_per_run], cfg.clip_duration)
               for i in range(cfg.n_train_runs)]
@@ -67,15 +80,23 @@ def simulate_experiment(
     n_trs = [math.ceil(len(ev) * cfg.clip_duration / cfg.tr) + cfg.extra_trs for ev in events]
 
     spaces = list(cfg.territories)
-    shares = territory_shares(cfg.territories, cfg.peak_share, cfg.width)
+    shares = territory_shares(cfg.territories, cfg.peak_share, cfg.width, shifts)
     signal_vertices = np.flatnonzero(shares.sum(axis=0) > 0)
     weights, signals, planted_features = {}, [], {}
     for k, space in enumerate(tqdm(spaces, desc="simulation: planted spaces", disable=not progress, leave=False)):
-        frames = get_extractor(space, **feature_params.get(space, {})).extract(clips, progress=progress)
+        frames = (planted_features[space] if planted_features and space in planted_features else
+                  get_extractor(space, **feature_params.get(space, {})).extract(clips, progress=progress))
         planted_features[space] = frames
         on_trs = [align_to_trs(frames, ev, n, cfg.tr) for ev, n in zip(events, n_trs)]
         train_features = np.concatenate(on_trs[: cfg.n_train_runs])
-        weights[space] = planted_weights(train_features, signal_vertices.size, cfg.n_components, rng)
+        if shifts is None:
+            weights[space] = planted_weights(train_features, signal_vertices.size, cfg.n_components, rng)
+        else:  # a study: each vertex's weights mix the population's (shared by all subjects) and the subject's own
+            shared = planted_weights(train_features, N_VERTICES, cfg.n_components,
+                                     np.random.default_rng([cfg.seed, 0, k]))[:, signal_vertices]
+            own = planted_weights(train_features, signal_vertices.size, cfg.n_components, rng)
+            weights[space] = (np.sqrt(cfg.subject_similarity) * shared
+                              + np.sqrt(1.0 - cfg.subject_similarity) * own).astype(np.float32)
         amplitude = np.sqrt(shares[k, signal_vertices])
         signals.append([s * amplitude for s in stimulus_signals(on_trs, weights[space], cfg.tr)])
 
@@ -91,7 +112,7 @@ def simulate_experiment(
                         repeat_id=None if is_train else "test-sequence"))
 
     experiment = Experiment(
-        subject="sim01", runs=runs, clips=clips, space="fsaverage5",
+        subject=cfg.subject_labels()[cfg.subject - 1], runs=runs, clips=clips, space="fsaverage5",
         info={"source": "simulation", "noise": noise.kind},
     )
     truth = GroundTruth(
