@@ -76,9 +76,11 @@ def test_a_simulated_study_recovers_the_shared_territories_at_group_level(study)
 def test_a_study_resumes_and_a_failing_subject_does_not_lose_the_others(study, tmp_path, monkeypatch):
     run, out = study
     before = {p: p.stat().st_mtime_ns for p in out.glob("sub-*/summary.json")}
-    again = run_study(study_config(), out, progress=False)  # every subject's outputs are there: nothing refitted
-    assert set(again.status.values()) == {"reused"}
-    assert {p: p.stat().st_mtime_ns for p in out.glob("sub-*/summary.json")} == before
+    toml = tmp_path / "study.toml"  # the same study from the command line: every subject's outputs are there
+    toml.write_text(study_config().to_toml())
+    assert main(["fit", str(toml), "--out", str(out), "--no-progress"]) == 0
+    assert set(json.loads((out / "study.json").read_text())["status"].values()) == {"reused"}
+    assert {p: p.stat().st_mtime_ns for p in out.glob("sub-*/summary.json")} == before  # nothing refitted
     # a subject that fails is recorded; the others finish and the group level uses them
     copy = tmp_path / "partial"
     shutil.copytree(out, copy)
