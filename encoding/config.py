@@ -228,7 +228,7 @@ class SimulationConfig(Section):
         Size of the simulated population (1: the single-subject experiment). Subjects hear the
         same clips in the same runs; with more than one, each has its own planted weights, noise
         and territories, whose landmark centres move by ``subject_shift`` (the territories'
-        shared core is the group effect). ``[data] subjects`` chooses which a study runs.
+        shared core is the group effect). ``[study] subjects`` chooses which a study runs.
     subject : int
         Which subject (1-based) this config loads; a study sets it for each of its subjects.
     subject_shift : float
