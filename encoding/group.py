@@ -21,14 +21,21 @@ from __future__ import annotations
 
 import json
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from encoding.errors import ConfigError, DataError, MissingInputError
-from encoding.io import RunFolder, provenance, save_figure, write_arrays, write_json, write_text
+from encoding.io import (
+    RunFolder,
+    provenance,
+    save_figure,
+    write_arrays,
+    write_json,
+    write_text,
+)
 from encoding.stats.group import roi_mixed_model, sign_flip_test
 from encoding.stats.permutation import PermutationResult
 from encoding.stats.report import write_table
@@ -81,7 +88,6 @@ class GroupResults:
     settings: dict
     space: str
     atlas: str = "desikan_killiany"
-    notes: list[str] = field(default_factory=list)
 
     def _repr_html_(self) -> str:
         from encoding.io import html_summary

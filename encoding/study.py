@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +57,6 @@ class StudyRun:
     status: dict[str, str]
     group: object | None = None
     cross_subject: object | None = None
-    notes: list[str] = field(default_factory=list)
 
     def _repr_html_(self) -> str:
         import pandas as pd
@@ -227,8 +226,11 @@ def run_study(config: PipelineConfig, out_dir: str | Path, progress: bool = True
     folders = {label: out / f"sub-{label}" for label in labels}
     for cfg in configs.values():
         preflight(cfg)
+    reused = {label for label in labels if _reusable(folders[label], configs[label])
+              and (not config.study.decode or _reusable(folders[label] / "decoding", configs[label]))}
+    needed = labels if config.study.cross_subject else [label for label in labels if label not in reused]
     loaded, signatures, size, planted = {}, {}, 0, None
-    for label in tqdm(labels, desc="study: checking subjects", disable=not progress):
+    for label in tqdm(needed, desc="study: checking subjects", disable=not progress):  # reused ones were checked
         params = configs[label].features.params
         if configs[label].data.source == "simulation":
             from encoding.simulation import simulate_experiment
@@ -242,12 +244,12 @@ def run_study(config: PipelineConfig, out_dir: str | Path, progress: bool = True
         size += sum(run.responses.nbytes for run in experiment.runs)
         if size <= MEMORY_BUDGET or config.study.cross_subject:
             loaded[label] = (experiment, truth)
-    check_subjects(signatures)
+    if signatures:
+        check_subjects(signatures)
     status: dict[str, str] = {}
     for label in tqdm(labels, desc="study: subjects", disable=not progress):
         cfg = configs[label]
-        if _reusable(folders[label], cfg) and (not config.study.decode or
-                                               _reusable(folders[label] / "decoding", cfg)):
+        if label in reused:
             status[label] = "reused"
             continue
         experiment, truth = loaded.get(label, (None, None))
