@@ -1,17 +1,20 @@
-"""Statistics at full size: refit-under-permutation cost, null calibration on real noise, Alice group table.
+"""Statistics at full size: the nulls' cost, TFCE's cost, calibration on real noise, the Alice group table.
 
-    .venv/bin/python benchmarks/inference.py                       # all three parts
-    .venv/bin/python benchmarks/inference.py --parts cost          # one part
+    .venv/bin/python benchmarks/inference.py                       # every part
+    .venv/bin/python benchmarks/inference.py --parts cost tfce     # some parts
 
-- ``cost``: a 10,000-vertex banded ridge fit (6 runs x 210 TRs, 3 bands x 64 features x 4 delays,
-  420 test TRs, 20 candidates x 21 alphas); the per-permutation time of the fast refit null
-  (hat matrices shared by vertices, one GEMM per batch of permutations) against a naive refit
-  (the whole search again on permuted responses), measured in the same run, and the time of
-  1,000 permutations with split-R^2 nulls.
+- ``cost``: a 10,000-vertex banded ridge fit (6 runs x 210 TRs, 3 bands x 256 features, 420
+  test TRs, 20 candidates x 21 alphas); seconds per permutation of the fixed-hyperparameter
+  refit null (hat matrices shared by vertices, one GEMM per batch of permutations), of the
+  selection-aware null (the whole search again on every permutation, the design's
+  factorizations computed once for all of them) and of a naive refit (a new fit per
+  permutation), measured in the same run.
+- ``tfce``: 1,000 permutations' null maps on fsaverage5's 20,484 vertices (smooth noise on the
+  mesh): seconds of the TFCE and cluster FWER from them, and of the step-down.
 - ``calibration``: no planted signal, real noise (brainspace's resting-state run on fsaverage5)
-  with the simulation's stimulus features; the share of vertices significant at 0.05 uncorrected
-  and the family-wise false-positive rate (any vertex surviving max-T) over repetitions, for each
-  null and scheme.
+  with the simulation's stimulus features, on contiguous cortical patches; the share of
+  vertices significant at 0.05 uncorrected, and for every FWER procedure the rate of any
+  rejection over repetitions, for each null and scheme.
 - ``alice``: Brennan et al. 2016 (11 subjects): held-out correlation per ROI, exact sign-flip
   test with max-T over ROIs, and a mixed model with a random subject intercept.
 """
@@ -30,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).parent.parent))
 from machine import machine_info  # noqa: E402
 
 
-def cost(n_permutations: int = 1000) -> None:
+def cost(n_permutations: int = 1000, n_selection: int = 2) -> None:
     from ridge import make_problem
 
     from encoding.design import zscore
@@ -53,44 +56,76 @@ def cost(n_permutations: int = 1000) -> None:
         r2_score(Y_test, refit.predict(X_test))
         naive.append(time.perf_counter() - start)
     timings = {}
-    for split, k in ((False, n_permutations), (True, n_permutations)):
+    for label, null, split, k in (("fixed-hyperparameter refit null, test R2", "refit", False, n_permutations),
+                                  ("fixed-hyperparameter refit null, test R2 + split R2 per band", "refit", True,
+                                   n_permutations),
+                                  ("selection-aware null (whole search per permutation), test R2", "selection",
+                                   False, n_selection)):
         start = time.perf_counter()
-        permutation_test(model, X, Y, groups, X_test, Y_test, n_permutations=k, split=split, progress=False)
-        timings[split] = (time.perf_counter() - start) / k
-    print(f"\n## Refit-under-permutation cost ({X.shape[0]} training TRs, {X.shape[1]} features, {Y.shape[1]:,} "
-          f"vertices, {len(X_test)} test TRs; model {model.form_}/{model.strategy_}, fit {fit_s:.1f} s)\n")
+        permutation_test(model, X, Y, groups, X_test, Y_test, n_permutations=k, null=null, split=split,
+                         progress=False)
+        timings[label] = (time.perf_counter() - start) / k
+    print(f"\n## Cost per permutation ({X.shape[0]} training TRs, {X.shape[1]} features, {Y.shape[1]:,} "
+          f"vertices, {len(X_test)} test TRs; model {model.form_}/{model.strategy_}, 20 candidates x "
+          f"{len(model.alphas)} alphas, fit {fit_s:.1f} s; profile {model.fit_profile_})\n")
     print("| null | s / permutation | ratio to naive refit | 1,000 permutations |")
     print("|---|---|---|---|")
-    print(f"| naive refit (whole search again) | {np.mean(naive):.2f} | 1 | {1000 * np.mean(naive) / 60:.0f} min |")
-    for split, label in ((False, "fast refit, test R2"), (True, "fast refit, test R2 + split R2 per band")):
-        print(f"| {label} | {timings[split]:.4f} | {np.mean(naive) / timings[split]:.0f}x | "
-              f"{1000 * timings[split]:.0f} s |")
+    print(f"| naive refit (a new fit per permutation) | {np.mean(naive):.2f} | 1 | {1000 * np.mean(naive) / 60:.0f} min |")
+    for label, seconds in timings.items():
+        print(f"| {label} | {seconds:.4f} | {np.mean(naive) / seconds:.1f}x | {1000 * seconds / 60:.1f} min |")
 
 
-def calibration(n_repetitions: int, n_vertices: int = 300, n_permutations: int = 199) -> None:
+def tfce_cost(n_permutations: int = 1000) -> None:
+    from atlases.surface import smooth
+    from encoding.stats import PermutationResult
+    from encoding.stats.spatial import fsaverage5_graph
+
+    graph = fsaverage5_graph()
+    rng = np.random.default_rng(0)
+    maps = np.concatenate([smooth(rng.standard_normal((20484, 100)).astype(np.float32), 5).T
+                           for _ in range(n_permutations // 100 + 1)])
+    maps /= maps.std(axis=0)
+    print(f"\n## FWER from {n_permutations:,} permutations on fsaverage5 ({graph.mask.sum():,} cortical vertices, "
+          f"{len(graph.edges):,} edges; null maps: noise smoothed 5 times over mesh neighbours)\n")
+    print("| procedure | seconds |")
+    print("|---|---|")
+    result = PermutationResult(maps[0], maps[1:n_permutations + 1], "z", graph=graph)
+    for method in ("step-down", "tfce", "cluster-mass", "cluster-extent"):
+        start = time.perf_counter()
+        result.fwer_p_values(method)
+        print(f"| {method} | {time.perf_counter() - start:.1f} |", flush=True)
+
+
+CALIBRATION_ROWS = (("refit", "blocks", 1000, 99), ("refit", "circular", 1000, 99), ("selection", "blocks", 300, 99),
+                    ("test", "blocks", 1000, 99), ("test", "trs", 1000, 99))
+
+
+def calibration(n_repetitions: int) -> None:
     from scipy import stats
 
     sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
-    from test_stats import _null_rates, calibration_problem  # the tests' procedure, at a larger size
+    from test_stats import FWER_PROCEDURES, calibration_problem, null_rates  # the tests' procedure, larger
 
     problem = calibration_problem()
     if problem is None:
         raise ImportError("brainspace is needed (bash install.sh installs it): its resting-state run is the noise.")
     design, rest, live = problem
-    print(f"\n## Calibration on real resting-state noise ({n_repetitions} repetitions x {n_vertices} vertices, "
-          f"{n_permutations} permutations, train {len(design.X_train)} / test {len(design.X_test)} TRs, "
-          f"metric r)\n")
-    print("| null | scheme | uncorrected rate (nominal 0.05) | 95% CI over repetitions | FWER (nominal <= 0.05) | "
-          "binomial 95% CI |")
-    print("|---|---|---|---|---|---|")
-    for null, scheme in (("refit", "blocks"), ("refit", "circular"), ("refit", "trs"), ("test", "blocks"),
-                         ("test", "circular"), ("test", "trs")):
-        uncorrected, familywise = _null_rates(design, rest, live, null, scheme, n_repetitions, n_vertices,
-                                              n_permutations)
+    print(f"\n## Calibration on real resting-state noise ({n_repetitions} repetitions, contiguous cortical patches, "
+          f"train {len(design.X_train)} / test {len(design.X_test)} TRs, metric r, cluster-forming threshold 2)\n")
+    print("| null | scheme | patch (vertices) | permutations | uncorrected rate (nominal 0.05) [95% CI] | "
+          + " | ".join(f"FWER {m} [95% CI]" for m in FWER_PROCEDURES) + " |")
+    print("|---|---|---|---|---|" + "---|" * len(FWER_PROCEDURES))
+    for null, scheme, n_vertices, n_permutations in CALIBRATION_ROWS:
+        uncorrected, familywise = null_rates(design, rest, live, null, scheme, n_repetitions, n_vertices,
+                                             n_permutations)
         sem = uncorrected.std(ddof=1) / np.sqrt(len(uncorrected))
-        low, high = stats.binomtest(int(familywise.sum()), len(familywise)).proportion_ci()
-        print(f"| {null} | {scheme} | {uncorrected.mean():.3f} | {uncorrected.mean() - 1.96 * sem:.3f}-"
-              f"{uncorrected.mean() + 1.96 * sem:.3f} | {familywise.mean():.3f} | {low:.3f}-{high:.3f} |", flush=True)
+        cells = []
+        for method in FWER_PROCEDURES:
+            low, high = stats.binomtest(int(familywise[method].sum()), n_repetitions).proportion_ci()
+            cells.append(f"{familywise[method].mean():.3f} [{low:.2f}-{high:.2f}]")
+        print(f"| {null} | {scheme} | {n_vertices} | {n_permutations} | {uncorrected.mean():.3f} "
+              f"[{uncorrected.mean() - 1.96 * sem:.3f}-{uncorrected.mean() + 1.96 * sem:.3f}] | "
+              + " | ".join(cells) + " |", flush=True)
 
 
 def alice_table() -> None:
@@ -114,16 +149,16 @@ def alice_table() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", nargs="+", default=["cost", "calibration", "alice"],
-                        choices=["cost", "calibration", "alice"])
+    parts = ["cost", "tfce", "calibration", "alice"]
+    parser.add_argument("--parts", nargs="+", default=parts, choices=parts)
     parser.add_argument("--repetitions", type=int, default=50, help="calibration repetitions (default 50)")
-    parser.add_argument("--permutations", type=int, default=1000, help="permutations timed in 'cost'")
+    parser.add_argument("--permutations", type=int, default=1000, help="permutations timed in 'cost' and 'tfce'")
     args = parser.parse_args()
     print(machine_info())
     for part in args.parts:
         start = time.perf_counter()
-        {"cost": lambda: cost(args.permutations), "calibration": lambda: calibration(args.repetitions),
-         "alice": alice_table}[part]()
+        {"cost": lambda: cost(args.permutations), "tfce": lambda: tfce_cost(args.permutations),
+         "calibration": lambda: calibration(args.repetitions), "alice": alice_table}[part]()
         print(f"\n({part}: {time.perf_counter() - start:.0f} s)")
 
 

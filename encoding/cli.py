@@ -13,6 +13,7 @@ import traceback
 from pathlib import Path
 
 from encoding import __version__
+from encoding.config import FWER_METHODS
 from encoding.errors import UserError
 
 
@@ -59,7 +60,7 @@ def _group(args: argparse.Namespace):
     from encoding.group import run_group
 
     out = args.out or (args.folders[0] / "group" if len(args.folders) == 1 else Path("brain2music-group"))
-    return None, lambda: (run_group(args.folders, out, alpha=args.alpha, correction=args.correction),
+    return None, lambda: (run_group(args.folders, out, alpha=args.alpha, correction=args.correction, fwer=args.fwer),
                           _print_group(out))
 
 
@@ -132,11 +133,12 @@ def _print_study(out: Path) -> None:
 def _print_group(out: Path) -> None:
     import json
 
+    from encoding.stats.report import correction_label
+
     summary = json.loads((Path(out) / "summary.json").read_text())
     s = summary["settings"]
     print(f"Wrote {out}/: report.md, summary.json, results.npz, figures/; {summary['n_subjects']} subjects, "
-          f"{summary['n_significant']:,} vertices significant ({s['correction'].upper().replace('_', ' ')} "
-          f"p <= {s['alpha']:g})")
+          f"{summary['n_significant']:,} vertices significant ({correction_label(s)})")
     for row in summary.get("identification", []):
         print(f"group decoding {row['target']}: pairwise identification {row['value']:.3f} "
               f"(95% CI {row['ci_low']:.3f}-{row['ci_high']:.3f}, {row['n_subjects']} subjects), chance 0.5")
@@ -198,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--alpha", type=float, default=0.05, help="significance level of the maps (default: 0.05)")
     group.add_argument("--correction", default="fwer", choices=("fwer", "fdr_bh", "fdr_by", "none"),
                        help="multiple-comparison correction of the maps (default: fwer, max statistic)")
+    group.add_argument("--fwer", default="step-down", choices=FWER_METHODS,
+                       help="FWER procedure (default: step-down; tfce and cluster-* need fsaverage5 subjects)")
     group.add_argument("--no-progress", action="store_true", help="hide progress bars")
     group.set_defaults(func=_group)
 

@@ -35,10 +35,13 @@ DATA_SOURCES = ("simulation", "bids", "tables")
 BACKENDS = ("auto", "numpy", "torch", "torch_cuda")
 FORMS = ("auto", "primal", "dual")
 STRATEGIES = ("auto", "folds", "hat")
-NULLS = ("refit", "test")
+NULLS = ("refit", "selection", "test")
 SCHEMES = ("blocks", "circular", "trs")
 METRICS = ("r2", "r")
 CORRECTIONS = ("fwer", "fdr_bh", "fdr_by", "none")
+FWER_METHODS = ("max", "step-down", "tfce", "cluster-mass", "cluster-extent")
+SPATIAL_METHODS = ("tfce", "cluster-mass", "cluster-extent")  # need the mesh
+CLUSTER_THRESHOLD = 3.1  # standardised statistic (p = 0.001 one-sided for a normal null)
 DETRENDS = ("median", "polynomial", "cosine", "none")
 BOLD_KINDS = ("volume", "fsaverage5", "arrays")
 BIDS_DIALECTS = ("generic", "ds003720")
@@ -621,9 +624,11 @@ class StatisticsConfig(Section):
     ----------
     n_permutations : int
         Permutations of the significance test (0: no test).
-    null : {"refit", "test"}
+    null : {"refit", "selection", "test"}
         ``refit``: permute the training responses and refit (hyperparameters held);
-        ``test``: permute the test responses against the fixed model.
+        ``selection``: the same, with the hyperparameters selected again by the whole search
+        under every permutation (the selection is part of the null); ``test``: permute the test
+        responses against the fixed model.
     scheme : {"blocks", "circular", "trs"}
         How samples are permuted within runs (``trs`` ignores autocorrelation: do not use it).
     block_length : int
@@ -633,6 +638,16 @@ class StatisticsConfig(Section):
         Score tested.
     correction : {"fwer", "fdr_bh", "fdr_by", "none"}
         Multiple-comparison correction of the significance maps.
+    fwer : {"step-down", "max", "tfce", "cluster-mass", "cluster-extent"}
+        The FWER procedure (:meth:`encoding.stats.PermutationResult.fwer_p_values`): step-down
+        maximum statistic (default), single-step maximum, TFCE, or cluster mass / extent on
+        fsaverage5's mesh (these three need data on fsaverage5). Reports list what every
+        procedure finds from the same permutations.
+    standardise : bool
+        Scale each vertex's statistic by its own null before the FWER procedure (default: one
+        spread pooled over vertices; :class:`encoding.stats.PermutationResult`).
+    cluster_threshold : float
+        Cluster-forming threshold of the cluster procedures, in null standard deviations.
     alpha : float
         Significance level, in (0, 1).
     partition : bool
@@ -652,6 +667,9 @@ class StatisticsConfig(Section):
     block_length: int = option(10, ge=1)
     metric: str = option("r2", choices=METRICS)
     correction: str = option("fwer", choices=CORRECTIONS)
+    fwer: str = option("step-down", choices=FWER_METHODS)
+    standardise: bool = False
+    cluster_threshold: float = option(CLUSTER_THRESHOLD, gt=0)
     alpha: float = option(0.05, gt=0, lt=1)
     partition: bool = True
     n_bootstrap: int = option(1000, ge=2)

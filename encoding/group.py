@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from encoding.config import CLUSTER_THRESHOLD, CORRECTIONS, FWER_METHODS, SPATIAL_METHODS
 from encoding.errors import ConfigError, DataError, MissingInputError
 from encoding.io import (
     RunFolder,
@@ -38,7 +39,14 @@ from encoding.io import (
 )
 from encoding.stats.group import roi_mixed_model, sign_flip_test
 from encoding.stats.permutation import PermutationResult
-from encoding.stats.report import write_table
+from encoding.stats.report import (
+    correction_label,
+    fwer_method_text,
+    fwer_procedures,
+    procedure_markdown,
+    write_table,
+)
+from encoding.stats.spatial import SurfaceGraph, fsaverage5_graph
 
 # settings that name the subject, not the analysis: they may differ between subjects
 SUBJECT_SETTINGS = ("data.bids.subject", "data.simulation.subject", "study")
@@ -94,7 +102,7 @@ class GroupResults:
 
         s = self.settings
         rows = {"subjects": ", ".join(self.subjects), "vertices significant": f"{int(self.significant().sum()):,} "
-                f"({s['correction'].upper().replace('_', ' ')} p ≤ {s['alpha']:g}, sign flips)"}
+                f"({correction_label(s)}, sign flips)"}
         table = None if self.rois is None else self.rois[["estimate", "ci_low", "ci_high", "p", "cohen_d"]]
         return html_summary("GroupResults", rows, table)
 
@@ -197,11 +205,14 @@ def fisher_z(r: np.ndarray) -> np.ndarray:
     return np.arctanh(np.clip(np.asarray(r, dtype=np.float64), -0.999999, 0.999999))
 
 
-def group_maps(subjects: list[SubjectOutputs], n_permutations: int = 10000, random_state: int = 0
-               ) -> tuple[PermutationResult, np.ndarray]:
+def group_maps(subjects: list[SubjectOutputs], n_permutations: int = 10000, random_state: int = 0,
+               fwer: str = "step-down", graph: SurfaceGraph | None = None,
+               cluster_threshold: float = CLUSTER_THRESHOLD) -> tuple[PermutationResult, np.ndarray]:
     """Sign-flip test of the mean Fisher-z test correlation, and the group mean correlation."""
     z = np.stack([fisher_z(np.nan_to_num(s.arrays["test_r"])) for s in subjects])
-    return sign_flip_test(z, n_permutations, random_state, statistic="mean"), np.tanh(z.mean(axis=0))
+    result = sign_flip_test(z, n_permutations, random_state, statistic="mean", fwer=fwer, graph=graph,
+                            cluster_threshold=cluster_threshold)
+    return result, np.tanh(z.mean(axis=0))
 
 
 def group_rois(subjects: list[SubjectOutputs], value: str = "test_r2", random_state: int = 0) -> pd.DataFrame | None:
@@ -242,7 +253,8 @@ def group_identification(subjects: list[SubjectOutputs], metric: str = "pairwise
 
 def run_group(paths: list[str | Path], out_dir: str | Path | None = None, alpha: float = 0.05,
               correction: str = "fwer", n_permutations: int = 10000, random_state: int = 0,
-              cross_subject: pd.DataFrame | None = None) -> GroupResults:
+              cross_subject: pd.DataFrame | None = None, fwer: str = "step-down",
+              cluster_threshold: float = CLUSTER_THRESHOLD) -> GroupResults:
     """The group level of the subjects in ``paths``; written to ``out_dir`` when given (whole or not at all).
 
     Parameters
@@ -253,6 +265,11 @@ def run_group(paths: list[str | Path], out_dir: str | Path | None = None, alpha:
     alpha : float
         Significance level of the maps.
     correction : {"fwer", "fdr_bh", "fdr_by", "none"}
+    fwer : {"step-down", "max", "tfce", "cluster-mass", "cluster-extent"}
+        FWER procedure (the spatial ones on fsaverage5 subjects only), on the mean Fisher z in
+        units of its sign-flip spread pooled over vertices.
+    cluster_threshold : float
+        Cluster-forming threshold of the cluster procedures (pooled null standard deviations).
     n_permutations : int
         Random sign patterns beyond 12 subjects (exact below).
     random_state : int
@@ -262,16 +279,26 @@ def run_group(paths: list[str | Path], out_dir: str | Path | None = None, alpha:
     """
     folder = RunFolder(out_dir) if out_dir is not None else None
     try:
+        if correction not in CORRECTIONS:
+            raise ConfigError(f"correction must be one of {CORRECTIONS}, got {correction!r}.")
+        if fwer not in FWER_METHODS:
+            raise ConfigError(f"fwer must be one of {FWER_METHODS}, got {fwer!r}.")
         subjects = [load_subject(path) for path in subject_folders(paths)]
         check_compatible(subjects)
-        maps, mean_r = group_maps(subjects, n_permutations, random_state)
+        space = subjects[0].summary["data"]["space"]
+        if fwer in SPATIAL_METHODS and space != "fsaverage5":
+            raise ConfigError(f"fwer = {fwer!r} needs subjects on fsaverage5's mesh, but these are on {space!r}; use "
+                              "'step-down' or 'max'.")
+        graph = fsaverage5_graph() if space == "fsaverage5" else None
+        maps, mean_r = group_maps(subjects, n_permutations, random_state, fwer, graph, cluster_threshold)
         config = subjects[0].config
         results = GroupResults(
             subjects=[s.subject for s in subjects], maps=maps, mean_r=mean_r, rois=group_rois(subjects),
             identification=group_identification(subjects), cross_subject=cross_subject,
-            settings=dict(alpha=alpha, correction=correction, statistic="mean Fisher-z test r",
-                          n_patterns=maps.n_permutations, exact=maps.settings["exact"]),
-            space=subjects[0].summary["data"]["space"], atlas=config.get("statistics", {}).get("atlas",
+            settings=dict(alpha=alpha, correction=correction, fwer=fwer, cluster_threshold=cluster_threshold,
+                          standardise=False, statistic="mean Fisher-z test r", n_patterns=maps.n_permutations,
+                          exact=maps.settings["exact"]),
+            space=space, atlas=config.get("statistics", {}).get("atlas",
                                                                                             "desikan_killiany"))
         if folder is not None:
             write_group(results, folder.staging, [s.folder for s in subjects])
@@ -290,7 +317,9 @@ def group_summary(results: GroupResults) -> dict:
     out = {"subjects": results.subjects, "n_subjects": len(results.subjects), "space": results.space,
            "settings": results.settings, "n_significant": int(significant.sum()),
            "min_p": float(results.maps.p_values.min()),
-           "mean_r_significant": float(results.mean_r[significant].mean()) if significant.any() else None}
+           "mean_r_significant": float(results.mean_r[significant].mean()) if significant.any() else None,
+           "fwer_procedures": {m: int((p <= results.settings["alpha"]).sum())
+                               for m, p in fwer_procedures(results.maps).items()}}
     if results.rois is not None:
         out["rois"] = results.rois.replace({np.nan: None}).to_dict(orient="index")
     if results.identification is not None:
@@ -307,7 +336,7 @@ def group_figures(results: GroupResults, out: Path, dpi: int = 150) -> dict[str,
     significant = results.significant()
     shown = np.where(significant, results.mean_r, 0.0)
     title = (f"Group test r, {len(results.subjects)} subjects (sign flips, "
-             f"{results.settings['correction'].upper().replace('_', ' ')} p ≤ {results.settings['alpha']:g})")
+             f"{correction_label(results.settings)})")
     if results.space == "fsaverage5":
         from atlases.parcellations import atlas_rois
         from atlases.plotting import plot_flat_map, plot_surface_map
@@ -348,9 +377,10 @@ def group_markdown(results: GroupResults, summary: dict, figures: dict[str, str]
              f"Subjects: {', '.join(results.subjects)} (folders: {', '.join(str(f) for f in folders)}).", "",
              "## Maps", "",
              f"Test correlations Fisher-z transformed and averaged over subjects; tested against zero with "
-             f"{patterns} ({s['n_patterns']} besides the identity), {s['correction'].upper().replace('_', ' ')} at "
-             f"{s['alpha']:g} (FWER: step-down maximum statistic over vertices): **{summary['n_significant']:,}** "
-             f"vertices significant; smallest p {summary['min_p']:.3g}.", ""]
+             f"{patterns} ({s['n_patterns']} besides the identity), {correction_label(s)}"
+             + (f" (FWER: {fwer_method_text(s)})" if s["correction"] == "fwer" else "")
+             + f": **{summary['n_significant']:,}** vertices significant; smallest p {summary['min_p']:.3g}."]
+    lines += procedure_markdown(summary["fwer_procedures"], None, s)
     lines += [f"![{k}]({v})" for k, v in figures.items() if k != "rois"] + [""]
     if results.rois is not None:
         columns = ["estimate", "ci_low", "ci_high", "p", "cohen_d", "d_ci_low", "d_ci_high", "n_subjects"]

@@ -388,7 +388,12 @@ def _encoding_summary(summary: dict) -> str:
 
 
 def _correction(settings: dict) -> str:
-    return settings["correction"].upper().replace("_", " ")
+    from encoding.stats.report import FWER_LABELS
+
+    name = settings["correction"].upper().replace("_", " ")
+    if settings["correction"] == "fwer" and "fwer" in settings:  # decoding's FWER is over targets, max-T
+        name += f" ({FWER_LABELS[settings['fwer']]})"
+    return name
 
 
 def _design(summary: dict) -> str:
@@ -543,6 +548,14 @@ def _statistics(st: dict) -> str:
         if t.get("split"):
             parts.append(_table(["feature space", f"targets with significant split R² ({_correction(s)})"],
                                 [[k, v] for k, v in t["split"].items()]))
+        if t.get("fwer_procedures"):
+            power = st.get("power", {}).get("by_procedure")
+            parts.append(_table(
+                ["FWER procedure (same permutations)", f"significant at {s['alpha']:g}"]
+                + (["sensitivity", "false positives"] if power else []),
+                [[m + (" (maps)" if m == s["fwer"] else ""), n]
+                 + ([power[m]["sensitivity"], power[m]["n_false_positives"]] if power else [])
+                 for m, n in t["fwer_procedures"].items()]))
     if "power" in st:
         p = st["power"]
         parts += ["<h3>Power (simulation)</h3>", _key_values([

@@ -25,6 +25,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from encoding.config import (
+    SPATIAL_METHODS,
     DataConfig,
     DesignConfig,
     FeaturesConfig,
@@ -56,6 +57,7 @@ from encoding.stats import (
 from encoding.stats.bootstrap import roi_intervals
 from encoding.stats.permutation import longest_block, shortest_permutable_run
 from encoding.stats.report import summary_regions
+from encoding.stats.spatial import SurfaceGraph, fsaverage5_graph
 
 MAX_PARTITION_SPACES = 4  # 2^4 - 1 = 15 subset models
 
@@ -260,7 +262,10 @@ def check_against_data(config: PipelineConfig, experiment: Experiment) -> None:
         raise ConfigError(f"design.delays go up to {max(delays)} TRs but run {shortest.run_id!r} has only "
                           f"{shortest.n_trs} volumes.")
     stats = config.statistics
-    if stats.n_permutations > 0 and stats.null == "refit":
+    if stats.n_permutations > 0 and stats.fwer in SPATIAL_METHODS and experiment.space != "fsaverage5":
+        raise ConfigError(f"statistics.fwer = {stats.fwer!r} needs data on fsaverage5's mesh, but these data are "
+                          f"{experiment.space!r} ({experiment.n_vertices:,} targets); use 'step-down' or 'max'.")
+    if stats.n_permutations > 0 and stats.null in ("refit", "selection"):
         run = min(experiment.train_runs, key=lambda r: r.n_trs)
         _check_block_length(stats, run.n_trs, f"run {run.run_id!r}")
     pca = config.features.pca
@@ -408,11 +413,14 @@ def fit_subset_models(design: Design, model_cfg: ModelConfig, progress: bool = T
 
 
 def run_statistics(model: BandedRidgeEncoder, design: Design, cfg: StatisticsConfig, model_cfg: ModelConfig,
-                   progress: bool = True, rois: Mapping[str, np.ndarray] | None = None) -> StatisticsResults:
+                   progress: bool = True, rois: Mapping[str, np.ndarray] | None = None,
+                   graph: SurfaceGraph | None = None) -> StatisticsResults:
     """Step 6: permutation tests of the test scores, variance partitioning and ROI intervals, as ``cfg`` says.
 
     ``rois`` (vertex masks, e.g. :func:`encoding.stats.report.summary_regions`) get their mean test
     R^2 and unique variance with block-bootstrap intervals (``cfg.n_bootstrap`` resamples).
+    ``graph`` (the mesh of fsaverage5 data, :func:`encoding.stats.spatial.fsaverage5_graph`) lets
+    the spatial FWER procedures run.
     """
     settings = dataclasses.asdict(cfg)
     results = StatisticsResults(settings)
@@ -421,9 +429,11 @@ def run_statistics(model: BandedRidgeEncoder, design: Design, cfg: StatisticsCon
         results.permutation = permutation_test(
             model, design.X_train, design.Y_train, design.groups, design.X_test, design.Y_test,
             n_permutations=cfg.n_permutations, null=cfg.null, scheme=cfg.scheme, block_length=cfg.block_length,
-            metric=cfg.metric, split=cfg.null == "refit" and len(design.bands) > 1,
-            random_state=cfg.random_state, memory_gb=model_cfg.memory_gb, progress=progress,
+            metric=cfg.metric, split=cfg.null != "test" and len(design.bands) > 1,
+            random_state=cfg.random_state, memory_gb=model_cfg.memory_gb, fwer=cfg.fwer, graph=graph,
+            cluster_threshold=cfg.cluster_threshold, standardise=cfg.standardise, progress=progress,
         )
+        results.main.fwer_p_values(progress=progress)  # TFCE takes a while: here, under the step's bar
         results.timings["permutations"] = round(time.perf_counter() - start, 3)
     n_bands = len(design.bands)
     if cfg.partition and 2 <= n_bands <= MAX_PARTITION_SPACES:
@@ -494,7 +504,8 @@ def run_pipeline(config: PipelineConfig, out_dir: str | Path | None = None, prog
         model = step("fit", fit_model, design, config.model, progress)
         results = step("scores", score_model, model, design)
         statistics = step("statistics", run_statistics, model, design, config.statistics, config.model, progress,
-                          summary_regions(experiment, config.statistics.atlas))
+                          summary_regions(experiment, config.statistics.atlas),
+                          fsaverage5_graph() if experiment.space == "fsaverage5" else None)
         run = PipelineRun(config, experiment, design, model, results, truth, timings, statistics)
         if folder is not None:
             from encoding.report import write_outputs

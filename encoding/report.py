@@ -31,8 +31,9 @@ from encoding.html_report import write_html_report
 from encoding.io import provenance, save_figure, write_arrays, write_json, write_text
 from encoding.noise_ceiling import reliable_vertices
 from encoding.scoring import recovery_metrics
-from encoding.stats.report import (methods_paragraph, roi_table, statistics_arrays, statistics_summary, summary_regions,
-                                   write_table, MAX_TARGET_ROWS)
+from encoding.stats.report import (MAX_TARGET_ROWS, correction_label, fwer_procedures, methods_paragraph,
+                                   procedure_markdown, roi_table, statistics_arrays, statistics_summary, summary_regions,
+                                   write_table)
 
 EV_THRESHOLD = 0.1  # "reliable" vertices: explainable variance of one presentation above this
 
@@ -108,14 +109,19 @@ def summarize(run) -> dict:
 
 
 def detection(run) -> dict:
-    """Simulations: sensitivity and false-positive rate of the corrected significance map."""
+    """Simulations: sensitivity and false-positive rate of the corrected significance map, and of
+    every FWER procedure on the same permutations (``by_procedure``)."""
     planted = run.truth.signal_share.sum(axis=0)
     significant = run.statistics.significant()
     signal, strong = planted > 0, planted >= 0.1
+    alpha = run.statistics.settings["alpha"]
     return {"sensitivity": float(significant[signal].mean()) if signal.any() else None,
             "sensitivity_share_above_0.1": float(significant[strong].mean()) if strong.any() else None,
             "false_positive_rate": float(significant[~signal].mean()) if (~signal).any() else None,
-            "n_false_positives": int(significant[~signal].sum())}
+            "n_false_positives": int(significant[~signal].sum()),
+            "by_procedure": {method: {"sensitivity": float((p[signal] <= alpha).mean()) if signal.any() else None,
+                                      "n_false_positives": int((p[~signal] <= alpha).sum())}
+                             for method, p in fwer_procedures(run.statistics.main).items()}}
 
 
 def recovery(run) -> dict:
@@ -177,7 +183,7 @@ def make_figures(run, out: Path) -> dict[str, str]:
     if statistics is not None and statistics.main is not None:  # only where the model predicts significantly
         s = statistics.settings
         where = statistics.significant()
-        where_text = f"significant vertices, {s['correction'].upper().replace('_', ' ')} p ≤ {s['alpha']:g}"
+        where_text = f"significant vertices, {correction_label(s)}"
     else:
         where, where_text = res.test_r2 > thr, f"test R² > {thr:.3g}"
     fig = plot_surface_labels(np.where(where, best, 0), res.band_names,
@@ -187,8 +193,8 @@ def make_figures(run, out: Path) -> dict[str, str]:
         s = statistics.settings
         significant = statistics.significant()
         maps["significant_r2"] = (np.where(significant, res.test_r2, 0.0),
-                                  f"Test R², significant vertices ({s['correction'].upper().replace('_', ' ')} "
-                                  f"p ≤ {s['alpha']:g}, {s['n_permutations']} permutations)", "R²", "inferno")
+                                  f"Test R², significant vertices ({correction_label(s)}, "
+                                  f"{s['n_permutations']} permutations)", "R²", "inferno")
     if statistics is not None and statistics.atoms is not None:
         for space, test in statistics.unique_tests.items():
             unique = np.maximum(statistics.atoms[(space,)], 0.0)
@@ -267,11 +273,12 @@ def statistics_markdown(summary: dict) -> list[str]:
         t = st["test"]
         lines.append(f"Test {t['statistic'].upper()} against a {s['null']} null ({t['n_permutations']} permutations, "
                      f"{s['scheme']} of {s['block_length']} TRs): **{t['n_significant']:,}** vertices significant at "
-                     f"{s['correction'].upper().replace('_', ' ')} p ≤ {s['alpha']:g} "
-                     f"({t['n_significant_uncorrected']:,} uncorrected); smallest p {t['min_p']:.4g}.")
+                     f"{correction_label(s)} ({t['n_significant_uncorrected']:,} uncorrected); smallest p "
+                     f"{t['min_p']:.4g}.")
         if t["split"]:
             lines.append("Split R² significant per space: " + ", ".join(f"{k} {v:,}" for k, v in t["split"].items())
                          + ".")
+        lines += procedure_markdown(t["fwer_procedures"], st.get("power", {}).get("by_procedure"), s)
     if "power" in st:
         p = st["power"]
         fmt = (lambda v, f: "n/a" if v is None else format(v, f))

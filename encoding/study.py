@@ -272,7 +272,8 @@ def run_study(config: PipelineConfig, out_dir: str | Path, progress: bool = True
     if config.study.group and len(finished) >= 2:
         study.group = run_group(finished, out / "group", alpha=config.statistics.alpha,
                                 correction=config.statistics.correction, random_state=config.statistics.random_state,
-                                cross_subject=study.cross_subject)
+                                cross_subject=study.cross_subject, fwer=config.statistics.fwer,
+                                cluster_threshold=config.statistics.cluster_threshold)
     write_json(out / "study.json", {"subjects": labels, "status": status,
                                     "folders": {k: str(v.relative_to(out)) for k, v in folders.items()},
                                     "provenance": provenance(config.to_dict())})

@@ -72,8 +72,10 @@ OPTION_CASES = [
     ("significance-above-one", "statistics.alpha", 1.5, ["statistics.alpha must be less than 1, got 1.5"]),
     ("correction-unknown", "statistics.correction", "bonferroni", ["statistics.correction must be one of", "'fwer'"]),
     ("scheme-unknown", "statistics.scheme", "shuffle", ["statistics.scheme must be one of"]),
-    ("null-unknown", "statistics.null", "permute", ["statistics.null must be one of 'refit', 'test'"]),
+    ("null-unknown", "statistics.null", "permute", ["statistics.null must be one of 'refit', 'selection', 'test'"]),
     ("metric-unknown", "statistics.metric", "mse", ["statistics.metric must be one of 'r2', 'r'"]),
+    ("fwer-unknown", "statistics.fwer", "bonferroni", ["statistics.fwer must be one of 'max', 'step-down', 'tfce'"]),
+    ("cluster-threshold-zero", "statistics.cluster_threshold", 0, ["statistics.cluster_threshold must be greater"]),
     ("permutations-negative", "statistics.n_permutations", -5, ["statistics.n_permutations must be at least 0"]),
     ("bootstrap-one", "statistics.n_bootstrap", 1, ["statistics.n_bootstrap must be at least 2"]),
     ("partition-as-int", "statistics.partition", 1, ["statistics.partition must be true or false"]),
@@ -157,6 +159,8 @@ DATA_CASES = [
     ("fit-cache-is-a-file", lambda c, d: ((d / "cache.txt").write_text("x"), c["model"].update(cache="cache.txt")),
      ["model.cache = ", "cache.txt' cannot be written", "choose a writable folder"]),
     ("no-test-runs", lambda c, d: c["data"]["tables"].update(test_blocks=[]), ["has no test runs to score on"]),
+    ("tfce-without-a-mesh", lambda c, d: c["statistics"].update(fwer="tfce"),
+     ["statistics.fwer = 'tfce' needs data on fsaverage5's mesh", "use 'step-down' or 'max'"]),
 ]
 
 

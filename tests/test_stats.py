@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
+from scipy import sparse, stats
 from statsmodels.stats.multitest import multipletests
 
 from encoding.design import zscore
@@ -47,7 +47,7 @@ def test_permutation_schemes_stay_within_runs_and_keep_blocks():
 def test_p_values_use_the_plus_one_rule_and_max_statistic():
     observed = np.array([3.0, 1.0, 0.2])
     null = np.array([[0.1, 1.5, 0.3], [0.2, 0.5, 0.1], [2.5, 0.0, 0.0], [0.3, 0.9, 0.4]])
-    result = PermutationResult(observed, (null >= observed).sum(0), null.max(1), null.mean(0), null.std(0), 4, "r2")
+    result = PermutationResult(observed, null, "r2", fwer="max")
     np.testing.assert_allclose(result.p_values, [1 / 5, 2 / 5, 3 / 5])
     np.testing.assert_allclose(result.p_fwer, [1 / 5, 3 / 5, 5 / 5])  # maxima: 1.5, 0.5, 2.5, 0.9
     np.testing.assert_allclose(result.p_fdr("fdr_by"), multipletests(result.p_values, method="fdr_by")[1])
@@ -137,15 +137,41 @@ def rest_null_problem():
     return problem
 
 
-def _null_rates(design, rest, live, null, scheme, n_repetitions, n_vertices=300, n_permutations=99):
-    """Per repetition: share of vertices significant at 0.05 uncorrected, and whether any survives max-T."""
+FWER_PROCEDURES = ("max", "step-down", "tfce", "cluster-mass", "cluster-extent")
+
+
+def cortex_patch(rng, graph, live, n_vertices):
+    """``n_vertices`` contiguous live vertices around a random seed (breadth-first on the mesh)."""
+    from scipy.sparse.csgraph import breadth_first_order
+
+    keep = np.zeros(graph.n_vertices, bool)
+    keep[live] = True
+    edges = graph.edges[keep[graph.edges].all(axis=1)]
+    adjacency = sparse.coo_matrix((np.ones(len(edges)), edges.T), shape=(graph.n_vertices,) * 2)
+    while True:
+        order = breadth_first_order(adjacency, int(rng.choice(live)), directed=False, return_predecessors=False)
+        if order.size >= n_vertices:
+            return np.sort(order[:n_vertices])
+
+
+def null_rates(design, rest, live, null, scheme, n_repetitions, n_vertices=300, n_permutations=19,
+               methods=FWER_PROCEDURES, seed=0):
+    """Per repetition, on a contiguous patch of the real resting-state run: the share of vertices
+    significant at 0.05 uncorrected, and for each FWER procedure whether any vertex survives at 0.05.
+
+    With 19 permutations a p-value of 0.05 means the observed map beat every permutation: each
+    procedure's rate of any rejection is then exactly 0.05 under exchangeability.
+    """
+    from encoding.stats.spatial import fsaverage5_graph
+
+    graph = fsaverage5_graph()
     n_train, n_test = len(design.X_train), len(design.X_test)
-    rng = np.random.default_rng(0)
-    uncorrected, familywise = [], []
+    rng = np.random.default_rng(seed)
+    uncorrected, familywise = [], {m: [] for m in methods}
     for repetition in range(n_repetitions):
         start = rng.integers(0, len(rest))
         rows = (start + np.arange(n_train + n_test)) % len(rest)
-        vertices = rng.choice(live, n_vertices, replace=False)
+        vertices = cortex_patch(rng, graph, live, n_vertices)
         Y = rest[rows][:, vertices]
         Y_train = np.concatenate([zscore(Y[:n_train][design.groups == g]) for g in np.unique(design.groups)])
         Y_test = zscore(Y[n_train:])
@@ -153,31 +179,36 @@ def _null_rates(design, rest, live, null, scheme, n_repetitions, n_vertices=300,
         model.fit(design.X_train, Y_train, design.groups)
         result = permutation_test(model, design.X_train, Y_train, design.groups, design.X_test, Y_test,
                                   n_permutations=n_permutations, null=null, scheme=scheme, metric="r",
-                                  random_state=repetition, progress=False)["r"]
+                                  random_state=repetition, graph=graph.subgraph(vertices), cluster_threshold=2.0,
+                                  progress=False)["r"]
         uncorrected.append(result.significant(0.05, "none").mean())
-        familywise.append(result.significant(0.05, "fwer").any())
-    return np.array(uncorrected), np.array(familywise)
+        for method in methods:
+            familywise[method].append(bool((result.fwer_p_values(method) <= 0.05).any()))
+    return np.array(uncorrected), {m: np.array(v) for m, v in familywise.items()}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("null, scheme", [("refit", "blocks"), ("refit", "circular")])
-def test_permutation_nulls_are_calibrated_on_real_resting_state(rest_null_problem, null, scheme):
-    """No planted signal, real noise: 5 % of vertices significant uncorrected, FWER <= 5 %."""
+@pytest.mark.parametrize("null, scheme, n_repetitions", [("refit", "blocks", 200), ("refit", "circular", 100),
+                                                          ("selection", "blocks", 60)])
+def test_permutation_nulls_are_calibrated_on_real_resting_state(rest_null_problem, null, scheme, n_repetitions):
+    """No planted signal, real noise: 5 % of vertices significant uncorrected, and every FWER
+    procedure (vertex-wise and spatial) rejecting on at most its nominal 5 % of repetitions."""
     design, rest, live = rest_null_problem
-    uncorrected, familywise = _null_rates(design, rest, live, null, scheme, n_repetitions=20)
+    uncorrected, familywise = null_rates(design, rest, live, null, scheme, n_repetitions)
     # vertices are spatially correlated, so the interval comes from the repetitions, not from vertices
     mean, sem = uncorrected.mean(), uncorrected.std(ddof=1) / np.sqrt(len(uncorrected))
     assert abs(mean - 0.05) <= 3 * sem + 0.01, (mean, sem)
-    assert familywise.sum() <= stats.binom.ppf(0.99, len(familywise), 0.05), familywise
+    for method, rejected in familywise.items():  # 200 repetitions: at most 18 (100: 11; 60: 7)
+        assert rejected.sum() <= stats.binom.ppf(0.99, n_repetitions, 0.05), (method, rejected.sum())
 
 
 @pytest.mark.slow
 def test_naive_volume_permutation_fails_the_same_check(rest_null_problem):
     """Shuffling single volumes ignores autocorrelation: far too many false positives."""
     design, rest, live = rest_null_problem
-    uncorrected, familywise = _null_rates(design, rest, live, "test", "trs", n_repetitions=10)
+    uncorrected, familywise = null_rates(design, rest, live, "test", "trs", n_repetitions=10, methods=("max",))
     assert uncorrected.mean() > 0.10
-    assert familywise.mean() > 0.3
+    assert familywise["max"].mean() > 0.3
 
 
 def test_partition_atoms_follow_set_theory():

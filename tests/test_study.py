@@ -108,6 +108,12 @@ def test_the_group_command_reads_a_study_folder_and_refuses_outputs_made_differe
     _, out = study
     assert main(["group", str(out), "--out", str(tmp_path / "group")]) == 0
     assert "5 subjects" in capsys.readouterr().out
+    # TFCE on the mesh from the same sign flips: the shared territories found at least as widely
+    assert main(["group", str(out), "--out", str(tmp_path / "tfce"), "--fwer", "tfce"]) == 0
+    assert "FWER (TFCE) p <= 0.05" in capsys.readouterr().out.replace("≤", "<=")
+    counts = json.loads((tmp_path / "tfce" / "summary.json").read_text())["fwer_procedures"]
+    assert counts["tfce"] >= counts["step-down"] >= counts["max"] > 0
+    assert "threshold-free cluster enhancement" in (tmp_path / "tfce" / "report.md").read_text()
     odd = tmp_path / "odd"
     shutil.copytree(out / "sub-sim02", odd)
     text = (odd / "config.toml").read_text().replace("n_iter = 2", "n_iter = 7")

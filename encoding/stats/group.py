@@ -1,8 +1,9 @@
 """Group-level statistics across subjects on a common surface (or a common set of ROIs).
 
 - :func:`sign_flip_test`: vertex-wise one-sample t-tests of subject maps against zero, with a
-  sign-flip permutation null (exact when 2^n_subjects is small, random flips otherwise), max-T
-  FWER and FDR through :class:`~encoding.stats.permutation.PermutationResult`;
+  sign-flip permutation null (exact when 2^n_subjects is small, random flips otherwise), FWER
+  (step-down, TFCE or clusters on the surface) and FDR through
+  :class:`~encoding.stats.permutation.PermutationResult`;
 - :func:`roi_mixed_model`: ROI summaries from a linear mixed-effects model (statsmodels
   ``MixedLM``: one fixed effect per ROI, a random intercept per subject), with Wald confidence
   intervals, and Cohen's d per ROI with a bootstrap interval over subjects.
@@ -17,7 +18,9 @@ import numpy as np
 import pandas as pd
 from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
-from encoding.stats.permutation import PermutationResult, _NullAccumulator, step_down_fwer
+from encoding.config import CLUSTER_THRESHOLD
+from encoding.stats.permutation import PermutationResult
+from encoding.stats.spatial import SurfaceGraph
 
 EXACT_LIMIT = 4096  # enumerate every sign pattern up to this many (12 subjects)
 
@@ -32,7 +35,8 @@ def one_sample_t(maps: np.ndarray) -> np.ndarray:
 
 
 def sign_flip_test(maps: np.ndarray, n_permutations: int = 10000, random_state: int | None = 0,
-                   statistic: str = "t") -> PermutationResult:
+                   statistic: str = "t", fwer: str = "step-down", graph: SurfaceGraph | None = None,
+                   cluster_threshold: float = CLUSTER_THRESHOLD) -> PermutationResult:
     """Sign-flip permutation test of subject maps against zero (one-sided: mean > 0).
 
     Parameters
@@ -48,19 +52,28 @@ def sign_flip_test(maps: np.ndarray, n_permutations: int = 10000, random_state: 
         is noisy and its maximum over thousands of vertices heavy-tailed, so max-T loses power;
         the mean suits maps whose null spread is the same at every vertex (Fisher-z correlations:
         about ``1 / sqrt(n_samples - 3)`` everywhere).
+    fwer, graph, cluster_threshold
+        FWER procedure of the result and the mesh the spatial ones need
+        (:class:`~encoding.stats.permutation.PermutationResult`). The statistic is scaled by one
+        spread pooled over vertices, not each vertex's own (a vertex's sign-flip spread is its root
+        mean square over subjects: standardising by it would turn the mean into a t, whose maximum
+        is heavy-tailed with few subjects), so thresholds are in pooled null standard deviations.
 
     Returns
     -------
     PermutationResult
-        ``statistic`` as given; p-values, FWER and FDR as for any permutation test, FWER by the
-        step-down max statistic (:func:`~encoding.stats.permutation.step_down_fwer`).
+        ``statistic`` as given, with the null map of every sign pattern.
+
+    Notes
+    -----
+    A sign flip leaves each vertex's sum of squares unchanged, so every pattern's statistic
+    follows from its mean: one matrix product for all patterns.
     """
     maps = np.asarray(maps, dtype=np.float64)
     if maps.ndim != 2 or maps.shape[0] < 2:
         raise ValueError(f"maps must have shape (n_subjects >= 2, n_vertices); got {maps.shape}.")
     if statistic not in ("t", "mean"):
         raise ValueError(f"statistic must be 't' or 'mean', got {statistic!r}.")
-    compute = one_sample_t if statistic == "t" else (lambda values: values.mean(axis=0))
     n = maps.shape[0]
     if 2**n <= EXACT_LIMIT:
         patterns = np.array(list(product((1.0, -1.0), repeat=n)))[1:]  # all but the identity
@@ -69,15 +82,21 @@ def sign_flip_test(maps: np.ndarray, n_permutations: int = 10000, random_state: 
         rng = np.random.default_rng(random_state)
         patterns = rng.choice((1.0, -1.0), size=(n_permutations, n))
         exact = False
-    observed = compute(maps)
-    accumulator = _NullAccumulator(observed, len(patterns))
-    everything = np.arange(maps.shape[1])
-    for k, signs in enumerate(patterns):
-        accumulator.add(everything, [k], compute(maps * signs[:, None])[None])
-    result = accumulator.result(statistic, dict(null="sign_flip", exact=exact, n_subjects=n, seed=random_state,
-                                                fwer="step-down max statistic"))
-    result.step_down = step_down_fwer(observed, (compute(maps * signs[:, None]) for signs in patterns))
-    return result
+    squares = (maps**2).sum(axis=0)
+
+    def compute(means: np.ndarray) -> np.ndarray:
+        if statistic == "mean":
+            return means
+        variance = np.maximum(squares - n * means**2, 0.0) / (n - 1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(variance > 0, means / np.sqrt(variance / n), 0.0)
+
+    observed = compute(maps.mean(axis=0))
+    null = np.concatenate([compute(patterns[s:s + 512] @ maps / n).astype(np.float32)
+                           for s in range(0, len(patterns), 512)])
+    settings = dict(null="sign_flip", exact=exact, n_subjects=n, seed=random_state)
+    return PermutationResult(observed, null, statistic, settings, fwer=fwer, graph=graph,
+                             cluster_threshold=cluster_threshold, standardise=False)
 
 
 def roi_mixed_model(table: pd.DataFrame, value: str = "value", roi: str = "roi", subject: str = "subject",

@@ -25,15 +25,20 @@ the maximum; false discovery rate with Benjamini-Hochberg or -Yekutieli
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 from statsmodels.stats.multitest import multipletests
 from tqdm.auto import tqdm
 
-from encoding.config import CORRECTIONS, METRICS, NULLS, SCHEMES
-from encoding.ridge import RidgeProblem
+from encoding.config import CLUSTER_THRESHOLD, CORRECTIONS, FWER_METHODS, METRICS, NULLS, SCHEMES, SPATIAL_METHODS
+from encoding.ridge import RidgeProblem, batch_size_for
 from encoding.scoring import Scorer
+from encoding.stats.spatial import SurfaceGraph, cluster_statistics, map_maxima, tfce
+
+SPATIAL_CHUNK = 2**22  # null maps x vertices enhanced at once (TFCE, clusters)
 
 
 def shortest_permutable_run(scheme: str, block_length: int) -> int:
@@ -90,49 +95,193 @@ def permutation_indices(groups: np.ndarray, scheme: str, block_length: int, rng:
 
 @dataclass
 class PermutationResult:
-    """Observed scores and what the permutations say about them.
+    """Observed scores, the null maps of every permutation, and the corrections they give.
 
-    Attributes
+    Parameters
     ----------
     observed : ndarray, shape (n_vertices,)
-    exceedances : ndarray of int, shape (n_vertices,)
-        Permutations whose score reached the observed one.
-    null_max : ndarray, shape (n_permutations,)
-        Maximum over vertices of each permutation's scores (for FWER).
-    null_mean, null_std : ndarray, shape (n_vertices,)
-        Moments of each vertex's null.
-    n_permutations : int
+    null : ndarray, shape (n_permutations, n_vertices)
+        Each permutation's scores (float32).
     statistic : str
-        What was tested (``"r2"``, ``"r"``, ``"split_r2:<band>"``).
+        What was tested (``"r2"``, ``"r"``, ``"split_r2:<band>"``, ``"mean"``, ``"t"``).
     settings : dict
         Null, scheme, block length, seed.
-    step_down : ndarray, shape (n_vertices,), optional
-        Step-down max-statistic FWER p-values (Westfall & Young 1993) when the test computed them
-        (:func:`step_down_fwer`); :attr:`p_fwer` then returns them.
+    fwer : {"max", "step-down", "tfce", "cluster-mass", "cluster-extent"}
+        The procedure of :attr:`p_fwer` (:data:`encoding.config.FWER_METHODS`; see
+        :meth:`fwer_p_values`).
+    graph : SurfaceGraph or None
+        The mesh, for the spatial procedures (:func:`encoding.stats.spatial.fsaverage5_graph`).
+    cluster_threshold : float
+        Cluster-forming threshold of the cluster procedures, on the standardised statistic
+        (3.1: p = 0.001 one-sided were the null normal).
+    standardise : bool
+        Scale each vertex by its own null (centred on its mean, divided by its standard deviation),
+        so that every vertex's null counts the same in the maximum; or (default) divide the
+        statistic by one spread pooled over vertices. For test R^2 under the refit null the
+        pooled scale is the more powerful: vertices with signal select small alphas, whose nulls
+        are the widest, and a vertex's wide, very negative null (an overfitting model) rarely
+        reaches the maximum of the raw R^2, but would once centred (``benchmarks/power.py``).
     """
 
     observed: np.ndarray
-    exceedances: np.ndarray
-    null_max: np.ndarray
-    null_mean: np.ndarray
-    null_std: np.ndarray
-    n_permutations: int
+    null: np.ndarray
     statistic: str
     settings: dict = field(default_factory=dict)
-    step_down: np.ndarray | None = None
+    fwer: str = "step-down"
+    graph: SurfaceGraph | None = None
+    cluster_threshold: float = CLUSTER_THRESHOLD
+    standardise: bool = False
+    _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.observed = np.asarray(self.observed, dtype=np.float64)
+        self.null = np.asarray(self.null, dtype=np.float32)
+        if self.null.ndim != 2 or self.null.shape[1] != self.observed.size:
+            raise ValueError(f"null must have shape (n_permutations, {self.observed.size}); got {self.null.shape}.")
+        check_fwer_method(self.fwer, self.graph, self.observed.size)
+
+    @property
+    def n_permutations(self) -> int:
+        return len(self.null)
+
+    @property
+    def exceedances(self) -> np.ndarray:
+        """Permutations whose score reached the observed one, shape (n_vertices,)."""
+        return (self.null >= self.observed.astype(np.float32)).sum(axis=0)
+
+    @property
+    def null_max(self) -> np.ndarray:
+        """Maximum over vertices of each permutation's raw scores, shape (n_permutations,)."""
+        return self.null.max(axis=1).astype(np.float64)
+
+    @property
+    def null_mean(self) -> np.ndarray:
+        return self.null.mean(axis=0, dtype=np.float64)
+
+    @property
+    def null_std(self) -> np.ndarray:
+        return self.null.std(axis=0, dtype=np.float64)
 
     @property
     def p_values(self) -> np.ndarray:
         """Uncorrected one-sided p-values, ``(1 + exceedances) / (1 + n_permutations)``."""
         return (1.0 + self.exceedances) / (1.0 + self.n_permutations)
 
+    def standardised(self) -> tuple[np.ndarray, np.ndarray]:
+        """The statistic in units of its permutation distribution's spread.
+
+        With :attr:`standardise`, ``z = (t - m_v) / s_v`` with ``m_v, s_v`` each vertex's mean and
+        standard deviation; without (the default), ``z = t / s`` with ``s`` the root mean square
+        of the vertices' standard deviations, so that zero stays zero (``R^2 = 0``: no prediction)
+        and vertices keep their order. Moments are taken over the observed map and the null maps
+        together (a symmetric function of all of them, so the observed map and the null maps stay
+        exchangeable and the tests exact); ``z`` is 0 where the spread is 0. The step-down, TFCE and
+        cluster procedures work on ``z``: their thresholds are in null standard deviations.
+
+        Returns
+        -------
+        observed : ndarray, shape (n_vertices,)
+        null : ndarray, shape (n_permutations, n_vertices), float32
+        """
+        if "standardised" not in self._cache:
+            k = self.n_permutations + 1
+            mean = (self.null.sum(axis=0, dtype=np.float64) + self.observed) / k
+            squares = np.square(self.null, dtype=np.float64).sum(axis=0) + self.observed**2
+            variance = np.maximum(squares / k - mean**2, 0.0)
+            if self.standardise:
+                scale = np.where(variance > 1e-24 * np.maximum(1.0, mean**2), np.sqrt(variance), np.inf)
+            else:
+                mean = np.zeros_like(mean)
+                scale = np.full(mean.shape, np.sqrt(variance.mean()) if variance.mean() > 0 else np.inf)
+            z_null = ((self.null - mean.astype(np.float32)) / scale.astype(np.float32)).astype(np.float32)
+            self._cache["standardised"] = ((self.observed - mean) / scale, z_null)
+        return self._cache["standardised"]
+
+    def fwer_p_values(self, method: str | None = None, progress: bool = False) -> np.ndarray:
+        """Family-wise-error-corrected p-values by ``method`` (default: :attr:`fwer`).
+
+        - ``max``: single-step maximum of the raw statistic over vertices (Nichols & Holmes 2002);
+          vertices whose null is widest (few effective samples, little regularisation) set the
+          threshold for all;
+        - ``step-down``: step-down maximum (Westfall & Young 1993) of the statistic of
+          :meth:`standardised` (the raw statistic without :attr:`standardise`): vertices already
+          declared no longer raise the threshold of the others, so it rejects at least what ``max``
+          does on the same statistic. (Min-P would weigh every vertex's null the same too, but with
+          a thousand permutations every permutation's smallest p is ``1 / (K + 1)``: it rejects
+          nothing.)
+        - ``tfce``: the maximum over vertices of each permutation's TFCE map
+          (:func:`encoding.stats.spatial.tfce`) of the standardised statistic;
+        - ``cluster-mass`` / ``cluster-extent``: clusters of the standardised statistic above
+          :attr:`cluster_threshold`, each with the p-value of its mass or extent against the largest
+          cluster of each permutation; every vertex of a cluster gets its cluster's p, the others 1.
+
+        All are exact (``(1 + #{k : max_k >= s}) / (1 + K)``) and control the FWER strongly at the
+        level of vertices (``max``, ``step-down``) or of clusters (the cluster procedures: a
+        significant cluster holds signal somewhere, not at each of its vertices); TFCE's vertex-level
+        claims rest on its enhancement of the vertex's own height.
+
+        Returns
+        -------
+        ndarray, shape (n_vertices,)
+        """
+        method = self.fwer if method is None else method
+        check_fwer_method(method, self.graph, self.observed.size)
+        if method not in self._cache:
+            self._cache[method] = self._fwer(method, progress)
+        return self._cache[method]
+
+    def _fwer(self, method: str, progress: bool) -> np.ndarray:
+        k = self.n_permutations
+        if method == "max":
+            exceed = (self.null_max[:, None] >= self.observed[None, :]).sum(axis=0)
+            return (1.0 + exceed) / (1.0 + k)
+        z_observed, z_null = self.standardised()
+        if method == "step-down":
+            return step_down_fwer(z_observed, z_null)
+        chunks = range(0, k, max(1, SPATIAL_CHUNK // max(1, self.observed.size)))
+        bar = tqdm(chunks, desc=f"FWER ({method})", disable=not progress)
+        if method == "tfce":
+            observed = tfce(z_observed, self.graph)
+            maxima = np.concatenate([tfce(z_null[s:s + chunks.step], self.graph).max(axis=1) for s in bar])
+            return (1.0 + (maxima[:, None] >= observed[None, :] - 1e-9 * observed[None, :]).sum(axis=0)) / (1.0 + k)
+        which = 1 if method == "cluster-extent" else 2
+        observed = cluster_statistics(z_observed, self.graph, self.cluster_threshold)
+        maxima = np.concatenate([self._cluster_maxima(z_null[s:s + chunks.step], which) for s in bar])
+        labels, values = observed[0][0], observed[which]
+        p_cluster = (1.0 + (maxima[:, None] >= values[None, :] - 1e-9 * np.abs(values[None, :])).sum(axis=0)) / (1.0 + k)
+        return np.where(labels >= 0, p_cluster[np.maximum(labels, 0)] if values.size else 1.0, 1.0)
+
+    def _cluster_maxima(self, maps: np.ndarray, which: int) -> np.ndarray:
+        statistics = cluster_statistics(maps, self.graph, self.cluster_threshold)
+        return map_maxima(statistics[which], statistics[3], len(maps))
+
+    def clusters(self) -> pd.DataFrame:
+        """The observed clusters above :attr:`cluster_threshold`, largest first: extent (vertices),
+        mass, peak vertex and peak standardised statistic, and the FWER p of the extent and of the mass."""
+        check_fwer_method("cluster-mass", self.graph, self.observed.size)
+        z_observed, _ = self.standardised()
+        labels, extent, mass, _ = cluster_statistics(z_observed, self.graph, self.cluster_threshold)
+        labels = labels[0]
+        p_extent, p_mass = self.fwer_p_values("cluster-extent"), self.fwer_p_values("cluster-mass")
+        rows = []
+        for cluster in range(extent.size):
+            members = np.flatnonzero(labels == cluster)
+            peak = members[np.argmax(z_observed[members])]
+            rows.append(dict(cluster=cluster + 1, vertices=int(extent[cluster]), mass=float(mass[cluster]),
+                             peak_vertex=int(peak), peak_z=float(z_observed[peak]),
+                             p_fwer_extent=float(p_extent[peak]), p_fwer_mass=float(p_mass[peak])))
+        table = pd.DataFrame(rows, columns=["cluster", "vertices", "mass", "peak_vertex", "peak_z", "p_fwer_extent",
+                                            "p_fwer_mass"])
+        return table.sort_values("vertices", ascending=False, ignore_index=True)
+
+    def with_fwer(self, method: str, graph: SurfaceGraph | None = None) -> PermutationResult:
+        """The same test with another FWER procedure (the null maps are shared, nothing is recomputed)."""
+        return dataclasses.replace(self, fwer=method, graph=self.graph if graph is None else graph)
+
     @property
     def p_fwer(self) -> np.ndarray:
-        """Family-wise-error-corrected p-values: step-down when computed, else single-step max statistic."""
-        if self.step_down is not None:
-            return self.step_down
-        exceed = (self.null_max[:, None] >= self.observed[None, :]).sum(axis=0)
-        return (1.0 + exceed) / (1.0 + self.n_permutations)
+        """Family-wise-error-corrected p-values by :attr:`fwer`."""
+        return self.fwer_p_values()
 
     def p_fdr(self, method: str = "fdr_bh") -> np.ndarray:
         """FDR-adjusted p-values (``fdr_bh``: Benjamini-Hochberg; ``fdr_by``: Benjamini-Yekutieli)."""
@@ -159,6 +308,18 @@ class PermutationResult:
         return np.where(self.significant(alpha, correction), self.observed, np.nan)
 
 
+def check_fwer_method(method: str, graph: SurfaceGraph | None, n_vertices: int) -> None:
+    """One message for an unknown FWER procedure or a spatial one without a matching mesh."""
+    if method not in FWER_METHODS:
+        raise ValueError(f"fwer must be one of {FWER_METHODS}, got {method!r}.")
+    if method in SPATIAL_METHODS:
+        if graph is None:
+            raise ValueError(f"fwer = {method!r} needs the mesh the maps live on (graph=SurfaceGraph, e.g. "
+                             "encoding.stats.spatial.fsaverage5_graph()); use 'step-down' for maps without one.")
+        if graph.n_vertices != n_vertices:
+            raise ValueError(f"The graph has {graph.n_vertices:,} vertices but the maps {n_vertices:,}.")
+
+
 def step_down_fwer(observed: np.ndarray, null_maps) -> np.ndarray:
     """Step-down max-statistic FWER p-values (Westfall & Young 1993, algorithm 4.1).
 
@@ -172,8 +333,8 @@ def step_down_fwer(observed: np.ndarray, null_maps) -> np.ndarray:
     Parameters
     ----------
     observed : ndarray, shape (n_vertices,)
-    null_maps : iterable of ndarray, shape (n_vertices,)
-        Each permutation's scores (a generator keeps memory to one map at a time).
+    null_maps : ndarray, shape (n_permutations, n_vertices), or iterable of ndarray, shape (n_vertices,)
+        Each permutation's scores.
 
     Returns
     -------
@@ -184,10 +345,16 @@ def step_down_fwer(observed: np.ndarray, null_maps) -> np.ndarray:
     ranked = observed[order]
     exceed = np.zeros(observed.size)
     k = 0
-    for null in null_maps:
-        successive = np.maximum.accumulate(np.asarray(null, dtype=np.float64)[order][::-1])[::-1]
-        exceed += successive >= ranked
-        k += 1
+    if isinstance(null_maps, np.ndarray):
+        null_maps = np.atleast_2d(null_maps)
+        chunks = (null_maps[s:s + 256] for s in range(0, len(null_maps), 256))
+    else:
+        chunks = (np.asarray(null)[None] for null in null_maps)
+    for chunk in chunks:
+        ordered = np.asarray(chunk, dtype=np.float64)[:, order][:, ::-1]
+        successive = np.maximum.accumulate(ordered, axis=1)[:, ::-1]
+        exceed += (successive >= ranked).sum(axis=0)
+        k += len(chunk)
     adjusted = np.maximum.accumulate((1.0 + exceed) / (1.0 + k))
     out = np.empty_like(adjusted)
     out[order] = adjusted
@@ -197,8 +364,9 @@ def step_down_fwer(observed: np.ndarray, null_maps) -> np.ndarray:
 def permutation_test(model, X_train: np.ndarray, Y_train: np.ndarray, groups: np.ndarray, X_test: np.ndarray,
                      Y_test: np.ndarray, n_permutations: int = 1000, null: str = "refit", scheme: str = "blocks",
                      block_length: int = 10, metric: str = "r2", split: bool = False,
-                     random_state: int | None = 0, memory_gb: float = 1.0,
-                     progress: bool = True) -> dict[str, PermutationResult]:
+                     random_state: int | None = 0, memory_gb: float = 1.0, fwer: str = "step-down",
+                     graph: SurfaceGraph | None = None, cluster_threshold: float = CLUSTER_THRESHOLD,
+                     standardise: bool = False, progress: bool = True) -> dict[str, PermutationResult]:
     """Permutation test of a fitted :class:`~encoding.model.BandedRidgeEncoder`'s test scores.
 
     Parameters
@@ -210,17 +378,24 @@ def permutation_test(model, X_train: np.ndarray, Y_train: np.ndarray, groups: np
     X_test, Y_test : ndarray
         Held-out data, shapes (n_test, n_features), (n_test, n_vertices).
     n_permutations : int
-    null : {"refit", "test"}
-        Permute the training responses and refit (default), or permute the test responses.
+    null : {"refit", "selection", "test"}
+        Permute the training responses and refit with the hyperparameters held (default) or
+        selected again by the whole cross-validated search (``selection``), or permute the test
+        responses against the fixed model (``test``).
     scheme : {"blocks", "circular", "trs"}
     block_length : int
         In samples (TRs).
     metric : {"r2", "r"}
     split : bool
-        Also test each band's split R^2 (``refit`` null).
+        Also test each band's split R^2 (``refit`` and ``selection`` nulls).
     random_state : int or None
     memory_gb : float
-        Bound on the permutations' working memory.
+        Bound on the permutations' working memory (the null maps kept, ``4 n_permutations
+        n_vertices`` bytes per statistic, come on top).
+    fwer, graph, cluster_threshold, standardise
+        FWER procedure of the results, the mesh the spatial procedures need, and how the
+        statistic is scaled (:class:`PermutationResult`); every procedure can be had afterwards from the same null
+        maps (:meth:`PermutationResult.with_fwer`).
     progress : bool
 
     Returns
@@ -234,11 +409,12 @@ def permutation_test(model, X_train: np.ndarray, Y_train: np.ndarray, groups: np
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}.")
     if n_permutations < 1:
         raise ValueError(f"n_permutations must be at least 1, got {n_permutations}.")
-    if split and null != "refit":
-        raise ValueError("split R^2 is tested under the refit null; use null='refit'.")
+    if split and null == "test":
+        raise ValueError("split R^2 is tested under a refitted null; use null='refit' or 'selection'.")
     Y_train = np.asarray(Y_train, dtype=np.float32)
     Y_test = np.asarray(Y_test, dtype=np.float32)
-    if null == "refit":
+    check_fwer_method(fwer, graph, Y_test.shape[1])
+    if null != "test":
         _check_centred_runs(Y_train, groups)
     rng = np.random.default_rng(random_state)
     settings = dict(null=null, scheme=scheme, block_length=block_length, metric=metric, seed=random_state)
@@ -246,7 +422,7 @@ def permutation_test(model, X_train: np.ndarray, Y_train: np.ndarray, groups: np
     observed = [Scorer(Y_test).score(model.predict(X_test), metric)]
     if split:
         observed += list(model.score_split(X_test, Y_test))
-    accumulators = [_NullAccumulator(o, n_permutations) for o in observed]
+    collectors = [_NullCollector(o, n_permutations) for o in observed]
 
     if null == "test":
         prediction = model.predict(X_test)
@@ -254,7 +430,11 @@ def permutation_test(model, X_train: np.ndarray, Y_train: np.ndarray, groups: np
         everything = np.arange(Y_test.shape[1])
         for k in tqdm(range(n_permutations), desc="permutations (test null)", disable=not progress):
             order = permutation_indices(test_groups, scheme, block_length, rng)
-            accumulators[0].add(everything, [k], Scorer(Y_test[order]).score(prediction, metric)[None])
+            collectors[0].add(everything, [k], Scorer(Y_test[order]).score(prediction, metric)[None])
+    elif null == "selection":
+        orders = np.stack([permutation_indices(groups, scheme, block_length, rng) for _ in range(n_permutations)])
+        _SelectionNull(model, X_train, groups, X_test, memory_gb).run(Y_train, Y_test, orders, metric, split,
+                                                                       collectors, progress)
     else:
         orders = np.stack([permutation_indices(groups, scheme, block_length, rng) for _ in range(n_permutations)])
         refit = _RefitNull(model, X_train, groups, X_test)
@@ -266,14 +446,16 @@ def permutation_test(model, X_train: np.ndarray, Y_train: np.ndarray, groups: np
             for first in range(0, n_permutations, chunk):
                 ks = range(first, min(first + chunk, n_permutations))
                 predictions = refit.predictions(hat, orders[list(ks)], Y_group)  # (k, n_bands, n_test, v)
-                accumulators[0].add(vertices, ks, group_scorer.score(predictions.sum(axis=1), metric))
+                collectors[0].add(vertices, ks, group_scorer.score(predictions.sum(axis=1), metric))
                 if split:
                     shares = group_scorer.split_r2(predictions)  # (k, bands, v)
-                    for band, accumulator in enumerate(accumulators[1:]):
-                        accumulator.add(vertices, ks, shares[:, band])
+                    for band, collector in enumerate(collectors[1:]):
+                        collector.add(vertices, ks, shares[:, band])
             bar.update()
         bar.close()
-    return {name: accumulator.result(name, settings) for name, accumulator in zip(names, accumulators)}
+    return {name: dataclasses.replace(collector.result(name, settings), fwer=fwer, graph=graph,
+                                      cluster_threshold=cluster_threshold, standardise=standardise)
+            for name, collector in zip(names, collectors)}
 
 
 def _check_centred_runs(Y: np.ndarray, groups: np.ndarray) -> None:
@@ -290,34 +472,24 @@ def _check_centred_runs(Y: np.ndarray, groups: np.ndarray) -> None:
             )
 
 
-class _NullAccumulator:
-    """Exceedance counts, per-permutation maxima and moments of a null, without keeping every permutation.
-
-    Nulls arrive in pieces: some permutations for some vertices (vertex groups are processed one
-    after the other), so the maximum over vertices of each permutation is built up across pieces.
-    """
+class _NullCollector:
+    """The null maps of a test, filled in pieces: some permutations for some vertices (vertex groups
+    are processed one after the other)."""
 
     def __init__(self, observed: np.ndarray, n_permutations: int):
         self.observed = np.asarray(observed, dtype=np.float64)
-        self.exceed = np.zeros(self.observed.shape, dtype=np.int64)
-        self.total = np.zeros(self.observed.shape)
-        self.squares = np.zeros(self.observed.shape)
-        self.maxima = np.full(n_permutations, -np.inf)
+        self.null = np.empty((n_permutations, self.observed.size), dtype=np.float32)
 
     def add(self, vertices: np.ndarray, permutations, null: np.ndarray) -> None:
         """``null``: shape (len(permutations), len(vertices))."""
-        null = np.asarray(null, dtype=np.float64)
-        self.exceed[vertices] += (null >= self.observed[vertices]).sum(axis=0)
-        self.total[vertices] += null.sum(axis=0)
-        self.squares[vertices] += (null**2).sum(axis=0)
-        permutations = np.asarray(permutations)
-        self.maxima[permutations] = np.maximum(self.maxima[permutations], null.max(axis=1))
+        self.null[np.ix_(np.asarray(permutations), np.asarray(vertices))] = null
+
+    def put(self, permutations: np.ndarray, vertices: np.ndarray, values: np.ndarray) -> None:
+        """One value per (permutation, vertex) pair; all three of shape (n_pairs,)."""
+        self.null[permutations, vertices] = values
 
     def result(self, name: str, settings: dict) -> PermutationResult:
-        k = len(self.maxima)
-        mean = self.total / k
-        std = np.sqrt(np.maximum(self.squares / k - mean**2, 0.0))
-        return PermutationResult(self.observed, self.exceed, self.maxima, mean, std, k, name, dict(settings))
+        return PermutationResult(self.observed, self.null, name, dict(settings))
 
 
 class _RefitNull:
@@ -373,3 +545,80 @@ class _RefitNull:
         inverse = np.argsort(orders, axis=1)
         stacked = np.concatenate([hat[:, :, inv].reshape(n_bands * n_test, n_train) for inv in inverse])
         return (stacked @ Y).reshape(k, n_bands, n_test, n_vertices)
+
+
+class _SelectionNull:
+    """The refit null with the hyperparameters selected again under every permutation.
+
+    The whole cross-validated search of the fit (its band-weight candidates, alphas and strategy)
+    runs on each permuted ``P Y``; what depends on the design, every candidate's factorizations,
+    is computed once for all permutations (the responses enter only through GEMMs,
+    :mod:`encoding.ridge.problem`), and the permutations are stacked as extra columns of the
+    responses, so a candidate's scoring of all permutations is a few large GEMMs. Each
+    (permutation, vertex) keeps its best (candidate, alpha) by the fit's rule (the first maximum);
+    the test predictions then come from each candidate's full-data factorization,
+    ``X_test M diag(1 / (lam + alpha)) A^T P Y``.
+    """
+
+    def __init__(self, model, X_train: np.ndarray, groups: np.ndarray, X_test: np.ndarray, memory_gb: float):
+        self.problem = RidgeProblem(X_train, groups, model.bands, form=model.form_, backend="numpy")
+        self.bands = list(model.bands.values())
+        self.alphas = np.sort(np.asarray(model.alphas, dtype=np.float64))
+        self.candidates = model.candidates_
+        self.strategy = model.strategy_
+        self.X_test = np.asarray(X_test, dtype=np.float32)
+        self.columns = batch_size_for(self.problem, 2**31, len(self.alphas), self.strategy, memory_gb)
+
+    def _chunks(self, n_permutations: int, n_vertices: int):
+        """(permutations, vertex slice) pieces of at most ``self.columns`` stacked columns."""
+        width = min(n_vertices, self.columns)
+        depth = max(1, self.columns // width)
+        for first in range(0, n_permutations, depth):
+            for start in range(0, n_vertices, width):
+                yield np.arange(first, min(first + depth, n_permutations)), slice(start, start + width)
+
+    def select(self, Y: np.ndarray, orders: np.ndarray, progress: bool):
+        """Best candidate and alpha of every (permutation, vertex), shapes (n_permutations, n_vertices)."""
+        k, (n, n_vertices) = len(orders), Y.shape
+        best = np.full((k, n_vertices), -np.inf, dtype=np.float32)
+        candidate = np.zeros((k, n_vertices), dtype=np.int32)
+        alpha = np.zeros((k, n_vertices), dtype=np.int32)
+        for index, gamma in enumerate(tqdm(self.candidates, desc="permutations (selection null: search)",
+                                           disable=not progress)):
+            factorization = self.problem.factorize(gamma, self.alphas, self.strategy)
+            for ks, vertices in self._chunks(k, n_vertices):
+                stacked = Y[:, vertices][orders[ks]]  # (k, n, v)
+                width = stacked.shape[2]
+                scores = self.problem.cv_scores(factorization, stacked.transpose(1, 0, 2).reshape(n, -1))
+                top = scores.max(axis=0).reshape(len(ks), width)
+                better = top > best[ks, vertices]
+                best[ks, vertices] = np.where(better, top, best[ks, vertices])
+                candidate[ks, vertices] = np.where(better, index, candidate[ks, vertices])
+                alpha[ks, vertices] = np.where(better, scores.argmax(axis=0).reshape(len(ks), width),
+                                               alpha[ks, vertices])
+            del factorization
+        return candidate, alpha
+
+    def run(self, Y: np.ndarray, Y_test: np.ndarray, orders: np.ndarray, metric: str, split: bool,
+            collectors: list, progress: bool) -> None:
+        """Fill ``collectors`` (the test score, then each band's split R^2) for every permutation."""
+        candidate, alpha = self.select(Y, orders, progress)
+        for index in tqdm(np.unique(candidate), desc="permutations (selection null: test scores)",
+                          disable=not progress):
+            full = self.problem.factorize_full(self.candidates[index])
+            maps = np.stack([self.X_test[:, cols] @ full.weight_map[cols] for cols in self.bands])  # (b, t, q)
+            if not split:
+                maps = maps.sum(axis=0, keepdims=True)
+            ks, vertices = np.nonzero(candidate == index)
+            for start in range(0, ks.size, self.columns):
+                k, v = ks[start:start + self.columns], vertices[start:start + self.columns]
+                responses = Y[orders[k], v[:, None]].T  # (n, pairs): column j is permutation k[j] of vertex v[j]
+                Z = full.components.T @ responses / (full.eigenvalues[:, None]
+                                                     + self.alphas[alpha[k, v]].astype(np.float32)[None, :])
+                predictions = maps @ Z  # (b, t, pairs)
+                scorer = Scorer(Y_test[:, v])
+                collectors[0].put(k, v, scorer.score(predictions.sum(axis=0), metric))
+                if split:
+                    shares = scorer.split_r2(predictions)  # (b, pairs)
+                    for band, collector in enumerate(collectors[1:]):
+                        collector.put(k, v, shares[band])

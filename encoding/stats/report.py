@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from encoding.config import FWER_METHODS, SPATIAL_METHODS
 from encoding.io import write_text
 
 
@@ -83,12 +84,16 @@ def methods_paragraph(cfg, design, model, statistics=None, n_vertices: int | Non
         s = statistics.settings
         scheme = {"blocks": f"in blocks of {s['block_length']} volumes", "circular":
                   f"by circular shifts of at least {s['block_length']} volumes", "trs": "volume by volume"}[s["scheme"]]
-        null = ("the training responses were permuted " + scheme + " within runs and the model refitted under each "
-                "permutation (hyperparameters held at their selected values), then scored on the unpermuted test "
-                "runs" if s["null"] == "refit" else "the test responses were permuted " + scheme
-                + " against the fixed model's predictions")
-        correction = {"fwer": f"corrected across {n_vertices} vertices controlling the family-wise error rate with "
-                              f"the maximum statistic over vertices at {s['alpha']:g}",
+        null = {"refit": "the training responses were permuted " + scheme + " within runs and the model refitted "
+                         "under each permutation (hyperparameters held at their selected values), then scored on the "
+                         "unpermuted test runs",
+                "selection": "the training responses were permuted " + scheme + " within runs and the whole "
+                             "model, hyperparameter search included, refitted under each permutation (the selection "
+                             "is part of the null), then scored on the unpermuted test runs",
+                "test": "the test responses were permuted " + scheme + " against the fixed model's predictions",
+                }[s["null"]]
+        correction = {"fwer": f"corrected across {n_vertices} vertices controlling the family-wise error rate at "
+                              f"{s['alpha']:g} with {fwer_method_text(s)}",
                       "fdr_bh": f"corrected across {n_vertices} vertices controlling the false discovery rate "
                                 f"(Benjamini-Hochberg) at {s['alpha']:g}",
                       "fdr_by": f"corrected across {n_vertices} vertices controlling the false discovery rate "
@@ -128,6 +133,62 @@ def methods_paragraph(cfg, design, model, statistics=None, n_vertices: int | Non
     return " ".join(text)
 
 
+FWER_LABELS = {"max": "max-T", "step-down": "step-down max-T", "tfce": "TFCE", "cluster-mass": "cluster mass",
+               "cluster-extent": "cluster extent"}
+
+
+def correction_label(settings: dict) -> str:
+    """Short name of the correction for titles and tables, e.g. ``FWER (TFCE) p ≤ 0.05``."""
+    name = settings["correction"].upper().replace("_", " ")
+    if settings["correction"] == "fwer":
+        name += f" ({FWER_LABELS[settings['fwer']]})"
+    return f"{name} p \u2264 {settings['alpha']:g}"
+
+
+def fwer_method_text(settings: dict) -> str:
+    """The FWER procedure in a sentence of the methods paragraph."""
+    scale = ("each vertex's statistic standardised by the mean and standard deviation of its permutation "
+             "distribution" if settings["standardise"] else "the statistic in units of the null standard deviation "
+             "pooled over vertices")
+    return {
+        "max": "the single-step maximum statistic over vertices (Nichols & Holmes 2002)",
+        "step-down": "the step-down maximum statistic (Westfall & Young 1993) on " + scale,
+        "tfce": "threshold-free cluster enhancement (Smith & Nichols 2009; E = 1, H = 2, steps of 0.1) of "
+                + scale + " on the fsaverage5 mesh (hemispheres separate, medial wall excluded), each vertex "
+                "compared with the maximum enhanced value of every permutation",
+        "cluster-mass": f"cluster-mass inference on the fsaverage5 mesh (clusters of {scale} above "
+                        f"{settings['cluster_threshold']:g}, each compared with the largest cluster mass of every "
+                        "permutation)",
+        "cluster-extent": f"cluster-extent inference on the fsaverage5 mesh (clusters of {scale} above "
+                          f"{settings['cluster_threshold']:g}, each compared with the largest cluster extent of every "
+                          "permutation)",
+    }[settings["fwer"]]
+
+
+def fwer_procedures(result) -> dict[str, np.ndarray]:
+    """FWER p-values of every procedure that applies to ``result`` (the spatial ones with a mesh),
+    all from its one set of null maps: method -> ndarray, shape (n_vertices,)."""
+    methods = [m for m in FWER_METHODS if result.graph is not None or m not in SPATIAL_METHODS]
+    return {method: result.fwer_p_values(method) for method in methods}
+
+
+def procedure_markdown(counts: dict, power: dict | None, settings: dict) -> list[str]:
+    """Every FWER procedure's significant vertices from the same permutations (and, in simulations,
+    its sensitivity and false positives); the procedure of the maps in bold."""
+    header = "| FWER procedure | significant vertices |" + (" sensitivity | false positives |" if power else "")
+    lines = ["", f"FWER procedures at {settings['alpha']:g}, all from the same permutations (the maps use the one in "
+                 "bold; `statistics.fwer` chooses):", "", header, "|---|---|" + ("---|---|" if power else "")]
+    for method, count in counts.items():
+        name = FWER_LABELS[method] + (f" (cluster-forming threshold {settings['cluster_threshold']:g})"
+                                      if method.startswith("cluster") else "")
+        name = f"**{name}**" if method == settings["fwer"] else name
+        row = f"| {name} | {count:,} |"
+        if power:
+            row += f" {power[method]['sensitivity']:.3f} | {power[method]['n_false_positives']:,} |"
+        lines.append(row)
+    return lines + [""]
+
+
 def statistics_arrays(statistics) -> dict[str, np.ndarray]:
     """Per-vertex arrays for ``results.npz``: p-values, significance, unique and shared variance."""
     arrays = {}
@@ -164,6 +225,7 @@ def statistics_summary(statistics, n_vertices: int) -> dict:
             "min_p": float(main.p_values.min()), "min_p_corrected": float(main.corrected(s["correction"]).min()),
             "split": {name.split(":", 1)[1]: int(r.significant(s["alpha"], s["correction"]).sum())
                       for name, r in statistics.permutation.items() if name.startswith("split_r2:")},
+            "fwer_procedures": {m: int((p <= s["alpha"]).sum()) for m, p in fwer_procedures(main).items()},
         }
     if statistics.atoms is not None:
         from encoding.stats.partition import atom_name
