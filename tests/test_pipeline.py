@@ -47,6 +47,13 @@ def test_outputs_are_all_written(tiny_run, tmp_path):
     assert stats["test"]["n_permutations"] == 100 and stats["test"]["n_significant"] > 50
     assert stats["power"]["false_positive_rate"] < 0.01 and stats["power"]["sensitivity_share_above_0.1"] > 0.05
     assert "### Methods" in report and "100 permutations" in (out / "statistics" / "methods.md").read_text()
+    # every FWER procedure from the same permutations, the maps' one named; step-down never below max-T
+    procedures = stats["test"]["fwer_procedures"]
+    assert set(procedures) == {"max", "step-down", "tfce", "cluster-mass", "cluster-extent"}
+    assert procedures["step-down"] == stats["test"]["n_significant"] >= procedures["max"]
+    assert "| **step-down max-T** |" in report and "FWER (step-down max-T) p ≤ 0.05" in report
+    by_procedure = stats["power"]["by_procedure"]
+    assert by_procedure["tfce"]["sensitivity"] >= by_procedure["max"]["sensitivity"]
     for suffix in ("csv", "md", "tex"):
         assert (out / "statistics" / f"rois.{suffix}").stat().st_size > 100
     # the ROI table is in Desikan-Killiany regions, and the planted territories show where they were planted

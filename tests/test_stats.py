@@ -334,9 +334,21 @@ def test_tables_and_methods_paragraph(tiny_run, tmp_path):
     text = methods_paragraph(tiny_run.config, tiny_run.design, tiny_run.model, tiny_run.statistics)
     s = tiny_run.config.statistics
     for fragment in ("1, 2, 3, 4 TRs (1.5-6 s)", "leave-one-run-out", f"{s.n_permutations} permutations",
-                     f"blocks of {s.block_length} volumes", "maximum statistic", "21 global regularisation",
-                     "all 7 subset models"):
+                     f"blocks of {s.block_length} volumes", "step-down maximum statistic (Westfall & Young 1993)",
+                     "21 global regularisation", "all 7 subset models"):
         assert fragment in text, fragment
+    # the paragraph names the procedure that made the maps, and the null
+    import dataclasses
+
+    names = {"max": "single-step maximum statistic", "tfce": "threshold-free cluster enhancement (Smith & Nichols",
+             "cluster-mass": "cluster-mass inference on the fsaverage5 mesh (clusters of the statistic in units of "
+                             "the null standard deviation pooled over vertices above 3.1",
+             "cluster-extent": "largest cluster extent of every permutation"}
+    for method, fragment in names.items():
+        settings = {**tiny_run.statistics.settings, "fwer": method, "null": "selection"}
+        text = methods_paragraph(tiny_run.config, tiny_run.design, tiny_run.model,
+                                 dataclasses.replace(tiny_run.statistics, settings=settings))
+        assert fragment in text and "hyperparameter search included" in text, method
 
 
 def test_methods_paragraph_mentions_noise_ceilings_only_with_repeats(tiny_run):

@@ -1,14 +1,17 @@
 """Permutation tests of encoding scores, with nulls that respect autocorrelation.
 
-Two nulls, both of the test-set score of every vertex:
+Three nulls, all of the test-set score of every vertex:
 
 - ``refit`` (default): the training responses are permuted and the model is refitted with each
   vertex's band weights and alpha held at the values chosen on the real data, then scored on the
-  untouched test runs (repeating the hyperparameter search per permutation is the naive refit
-  that ``benchmarks/inference.py`` times). The refit is cheap because the design's eigendecompositions do not depend on the responses
-  (:mod:`encoding.ridge`): vertices that chose the same hyperparameters share a test hat matrix
-  ``H`` (n_test x n_train), and the refit on permuted responses ``P Y`` predicts ``H P Y``, so a
-  permutation costs one GEMM.
+  untouched test runs. The refit is cheap because the design's eigendecompositions do not depend
+  on the responses (:mod:`encoding.ridge`): vertices that chose the same hyperparameters share a
+  test hat matrix ``H`` (n_test x n_train), and the refit on permuted responses ``P Y`` predicts
+  ``H P Y = H[:, P^-1] Y``, so a permutation costs one GEMM.
+- ``selection``: the same, with the hyperparameters selected again by the whole cross-validated
+  search under every permutation (the selection is part of the null); every candidate's
+  factorizations are computed once for all permutations, which are scored together as extra
+  columns of the responses (:class:`_SelectionNull`).
 - ``test``: the test responses are permuted against the fixed model's predictions (no refit).
 
 Schemes (within each run): ``blocks`` permutes consecutive blocks of ``block_length`` samples
@@ -16,11 +19,12 @@ Schemes (within each run): ``blocks`` permutes consecutive blocks of ``block_len
 random offset of at least ``block_length``, ``trs`` permutes single samples (ignores
 autocorrelation; kept to show that it is miscalibrated, ``tests/test_stats.py``).
 
-p-values count the observed permutation among the null (``(1 + #{null >= observed}) / (1 + K)``);
-family-wise error is controlled with the max statistic over vertices (Westfall & Young 1993,
-Nichols & Holmes 2002), on the raw score: valid, though vertices with wider nulls weigh more in
-the maximum; false discovery rate with Benjamini-Hochberg or -Yekutieli
-(``statsmodels.stats.multitest``).
+Every permutation's null map is kept (:class:`PermutationResult`), so p-values
+(``(1 + #{null >= observed}) / (1 + K)``), the family-wise error procedures (single-step and
+step-down maximum statistic, Westfall & Young 1993, Nichols & Holmes 2002; TFCE and cluster
+inference on the mesh, :mod:`encoding.stats.spatial`) and the false discovery rate
+(Benjamini-Hochberg or -Yekutieli, ``statsmodels.stats.multitest``) all come from the same
+permutations.
 """
 
 from __future__ import annotations
