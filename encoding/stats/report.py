@@ -152,7 +152,8 @@ def fwer_method_text(settings: dict) -> str:
              "pooled over vertices")
     return {
         "max": "the single-step maximum statistic over vertices (Nichols & Holmes 2002)",
-        "step-down": "the step-down maximum statistic (Westfall & Young 1993) on " + scale,
+        "step-down": "the step-down maximum statistic over vertices (Westfall & Young 1993)"
+                     + (" on " + scale if settings["standardise"] else ""),
         "tfce": "threshold-free cluster enhancement (Smith & Nichols 2009; E = 1, H = 2, steps of 0.1) of "
                 + scale + " on the fsaverage5 mesh (hemispheres separate, medial wall excluded), each vertex "
                 "compared with the maximum enhanced value of every permutation",
