@@ -237,7 +237,8 @@ class PermutationResult:
     def _fwer(self, method: str, progress: bool) -> np.ndarray:
         k = self.n_permutations
         if method == "max":
-            exceed = (self.null_max[:, None] >= self.observed[None, :]).sum(axis=0)
+            observed = self.observed.astype(np.float32).astype(np.float64)  # compared as stored, like the null
+            exceed = (self.null_max[:, None] >= observed[None, :]).sum(axis=0)
             return (1.0 + exceed) / (1.0 + k)
         z_observed, z_null = self.standardised()
         if method == "step-down":
