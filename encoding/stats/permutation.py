@@ -40,9 +40,7 @@ from tqdm.auto import tqdm
 from encoding.config import CLUSTER_THRESHOLD, CORRECTIONS, FWER_METHODS, METRICS, NULLS, SCHEMES, SPATIAL_METHODS
 from encoding.ridge import RidgeProblem, batch_size_for
 from encoding.scoring import Scorer
-from encoding.stats.spatial import SurfaceGraph, cluster_statistics, map_maxima, tfce
-
-SPATIAL_CHUNK = 2**22  # null maps x vertices enhanced at once (TFCE, clusters)
+from encoding.stats.spatial import MAX_CHUNK_ELEMENTS, SurfaceGraph, cluster_statistics, map_maxima, tfce
 
 
 def shortest_permutable_run(scheme: str, block_length: int) -> int:
@@ -159,14 +157,6 @@ class PermutationResult:
         return self.null.max(axis=1).astype(np.float64)
 
     @property
-    def null_mean(self) -> np.ndarray:
-        return self.null.mean(axis=0, dtype=np.float64)
-
-    @property
-    def null_std(self) -> np.ndarray:
-        return self.null.std(axis=0, dtype=np.float64)
-
-    @property
     def p_values(self) -> np.ndarray:
         """Uncorrected one-sided p-values, ``(1 + exceedances) / (1 + n_permutations)``."""
         return (1.0 + self.exceedances) / (1.0 + self.n_permutations)
@@ -243,7 +233,7 @@ class PermutationResult:
         z_observed, z_null = self.standardised()
         if method == "step-down":
             return step_down_fwer(z_observed, z_null)
-        chunks = range(0, k, max(1, SPATIAL_CHUNK // max(1, self.observed.size)))
+        chunks = range(0, k, max(1, MAX_CHUNK_ELEMENTS // max(1, self.observed.size)))
         bar = tqdm(chunks, desc=f"FWER ({method})", disable=not progress)
         if method == "tfce":
             observed = tfce(z_observed, self.graph)

@@ -31,7 +31,7 @@ from scipy.sparse.csgraph import connected_components
 TFCE_EXTENT = 1.0
 TFCE_HEIGHT = 2.0
 TFCE_STEP = 0.1  # standardised units
-MAX_CHUNK_ELEMENTS = 2**22  # maps x vertices per connected-components call
+MAX_CHUNK_ELEMENTS = 2**22  # maps x vertices enhanced or labelled at once (bounds memory)
 
 
 @dataclass(frozen=True)
