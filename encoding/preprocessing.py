@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.ndimage import median_filter
 
 from encoding.config import PreprocessingConfig
 from encoding.errors import DataError
@@ -33,10 +32,23 @@ def detrend(Y: np.ndarray, tr: float, config: PreprocessingConfig) -> np.ndarray
 
 
 def median_detrend(Y: np.ndarray, tr: float, window: float) -> np.ndarray:
-    """Subtract a running median of ``window`` seconds (an odd number of volumes, edges reflected)."""
+    """Subtract a running median of ``window`` seconds from each column of ``Y`` (n_trs, n_vertices).
+
+    The window is an odd number of volumes centred on each one; at the edges the series is
+    reflected about its first and last volume (``d c b a | a b c d | d c b a``, the
+    ``mode="reflect"`` of ``scipy.ndimage.median_filter``, which gives the same numbers). The
+    median runs in O(log window) per sample (bottleneck's double heap), so a 240-s window costs
+    what a short one does.
+    """
+    import bottleneck
+
+    Y = np.asarray(Y, dtype=np.float32)
     size = max(1, int(round(window / tr)) // 2 * 2 + 1)
     size = min(size, Y.shape[0] // 2 * 2 - 1) if Y.shape[0] > 2 else 1
-    return (Y - median_filter(Y, size=(size, 1), mode="reflect")).astype(np.float32)
+    half = size // 2
+    padded = np.concatenate([Y[:half][::-1], Y, Y[Y.shape[0] - half:][::-1]])
+    running = bottleneck.move_median(padded, size, axis=0)[size - 1:]
+    return (Y - running).astype(np.float32)
 
 
 def polynomial_detrend(Y: np.ndarray, order: int) -> np.ndarray:
