@@ -35,6 +35,8 @@ DATA_SOURCES = ("simulation", "bids", "tables")
 BACKENDS = ("auto", "numpy", "torch", "torch_cuda")
 FORMS = ("auto", "primal", "dual")
 STRATEGIES = ("auto", "folds", "hat")
+SEARCHES = ("halving", "random")
+SCREEN_R2 = 0.01  # leave-one-run-out R^2 of plain ridge at or below which a vertex is not searched further
 NULLS = ("refit", "selection", "test")
 SCHEMES = ("blocks", "circular", "trs")
 METRICS = ("r2", "r")
@@ -580,6 +582,14 @@ class ModelConfig(Section):
     cache : str
         Folder where the fit keeps each finished vertex batch (empty: none); an interrupted fit
         run again with the same inputs only fits the batches that are missing.
+    search : {"halving", "random"}
+        How band-weight candidates are searched: successive halving (each vertex drops its
+        weaker two thirds of the candidates after 2, 4, 8, ... folds) or every candidate on every
+        fold (:class:`encoding.model.BandedRidgeEncoder`).
+    screen_r2 : float
+        Vertices whose leave-one-run-out R^2 with equal band weights (plain ridge) is at most
+        this keep that model; only the others get the band-weight search. ``-inf`` searches
+        every vertex.
     random_state : int
         Seed of the random search.
     """
@@ -596,6 +606,8 @@ class ModelConfig(Section):
     memory_gb: float = option(2.0, gt=0)
     scheduler: str = ""
     cache: str = option("", path=True)
+    search: str = option("halving", choices=SEARCHES)
+    screen_r2: float = SCREEN_R2
     random_state: int = 0
 
     def check(self) -> None:

@@ -8,6 +8,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
+from encoding.config import SCREEN_R2
 from encoding.errors import DataError
 from encoding.ridge import RidgeProblem, band_weight_candidates, fit_banded_ridge
 from encoding.scoring import r2_score, split_r2_score
@@ -66,6 +67,17 @@ class BandedRidgeEncoder(RegressorMixin, BaseEstimator):
     cache : str, path or None
         Folder where finished vertex batches are kept (:class:`encoding.ridge.FitCache`): fitting
         again on the same data after an interruption only fits the missing batches.
+    search : {"halving", "random"}
+        ``halving`` (default): successive halving over the candidates, each vertex dropping its
+        weaker two thirds after a few folds (fold budget doubling each round: 2, 4, 8, ... folds;
+        needs the ``folds`` strategy, with ``hat`` every candidate sees every fold); ``random``:
+        every candidate on every fold (exhaustive over the candidates).
+    screen : float or None
+        Vertices whose leave-one-run-out R^2 with equal band weights (the first candidate, plain
+        ridge) is at most ``screen`` keep that model and are not searched further; the others get
+        the full band-weight search. None searches every vertex. Training data only: the screen is
+        part of the model (``benchmarks/subject.py`` measures its effect on test scores and on the
+        null).
     random_state : int or None
         Seed of the random search.
     progress_bar : bool
@@ -88,7 +100,10 @@ class BandedRidgeEncoder(RegressorMixin, BaseEstimator):
         Effective penalty of each band, ``alpha_ / band_weights_`` (himalaya's ``exp(-deltas_)``);
         inf where a band's weight is (numerically) 0, i.e. the band is left out.
     cv_scores_ : ndarray, shape (n_candidates, n_vertices)
-        Leave-one-run-out R^2 (mean over folds) of each candidate at its best alpha.
+        Leave-one-run-out R^2 (mean over folds) of each candidate at its best alpha; NaN where the
+        candidate was not scored on every fold (screened out, or dropped by successive halving).
+    searched_ : ndarray of bool, shape (n_vertices,)
+        Vertices that passed the screen and got the band-weight search.
     form_ : str
         ``"primal"`` or ``"dual"``.
     strategy_ : str
@@ -110,6 +125,8 @@ class BandedRidgeEncoder(RegressorMixin, BaseEstimator):
         memory_gb: float = 2.0,
         scheduler=None,
         cache=None,
+        search: str = "halving",
+        screen: float | None = SCREEN_R2,
         random_state: int | None = 0,
         progress_bar: bool = True,
     ):
@@ -123,6 +140,8 @@ class BandedRidgeEncoder(RegressorMixin, BaseEstimator):
         self.memory_gb = memory_gb
         self.scheduler = scheduler
         self.cache = cache
+        self.search = search
+        self.screen = screen
         self.random_state = random_state
         self.progress_bar = progress_bar
 
@@ -155,7 +174,8 @@ class BandedRidgeEncoder(RegressorMixin, BaseEstimator):
         try:
             result = fit_banded_ridge(problem, Y, np.asarray(self.alphas, dtype=np.float64), candidates,
                                       memory_gb=self.memory_gb, strategy=self.strategy, client=client,
-                                      cache=self.cache, progress=self.progress_bar)
+                                      cache=self.cache, progress=self.progress_bar, search=self.search,
+                                      screen=self.screen)
         finally:
             if own_client:
                 client.close()
@@ -167,6 +187,7 @@ class BandedRidgeEncoder(RegressorMixin, BaseEstimator):
         with np.errstate(over="ignore"):  # a band weight of ~0 excludes the band: its penalty is inf
             self.best_alphas_ = result.band_alphas.astype(np.float32)
         self.cv_scores_ = result.cv_scores
+        self.searched_ = result.searched
         self.form_ = problem.form
         self.strategy_ = result.strategy
         self.fit_profile_ = {**result.profile, "batch_size": result.batch_size, "backend": problem.backend}

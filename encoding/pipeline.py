@@ -339,6 +339,7 @@ def make_encoder(bands: Mapping[str, slice], cfg: ModelConfig, progress: bool = 
         bands=bands, alphas=cfg.alphas, n_iter=cfg.n_iter if n_iter is None else n_iter,
         concentration=cfg.concentration, form=cfg.form, strategy=cfg.strategy, backend=cfg.backend,
         memory_gb=cfg.memory_gb, scheduler=cfg.scheduler or None, cache=cfg.cache or None,
+        search=cfg.search, screen=cfg.screen_r2,
         random_state=cfg.random_state, progress_bar=progress,
     )
 
@@ -362,7 +363,7 @@ def score_model(model: BandedRidgeEncoder, design: Design) -> EncodingResults:
         test_r=test_r,
         split_r2=model.score_split(design.X_test, design.Y_test),
         best_alphas=model.best_alphas_,
-        cv_score=model.cv_scores_.max(axis=0),
+        cv_score=np.nanmax(model.cv_scores_, axis=0),
         explainable_variance=ev,
         cc_norm=norm,
     )

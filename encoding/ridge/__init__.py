@@ -16,11 +16,17 @@ from encoding.ridge.problem import (
 from encoding.ridge.search import (
     FitCache,
     MemoryBudgetError,
+    ScoreJob,
     SearchResult,
+    SelectionResult,
+    SerialRunner,
     band_weight_candidates,
     batch_size_for,
     fit_banded_ridge,
+    halving_rounds,
+    search_hyperparameters,
 )
 
 __all__ = ["CandidateFactorization", "FitCache", "FoldFactorization", "FullFactorization", "MemoryBudgetError",
-           "RidgeProblem", "SearchResult", "band_weight_candidates", "batch_size_for", "fit_banded_ridge"]
+           "RidgeProblem", "ScoreJob", "SearchResult", "SelectionResult", "SerialRunner", "band_weight_candidates",
+           "batch_size_for", "fit_banded_ridge", "halving_rounds", "search_hyperparameters"]

@@ -111,6 +111,11 @@ class CandidateFactorization:
     def strategy(self) -> str:
         return "hat" if self.full is not None else "folds"
 
+    @property
+    def n_folds(self) -> int:
+        """Validation folds the scores cover (all of them with ``hat``)."""
+        return len(self.run_inverses) if self.full is not None else len(self.folds)
+
 
 @dataclass
 class RidgeProblem:
@@ -235,7 +240,7 @@ class RidgeProblem:
 
     # -- factorizations ---------------------------------------------------------------------
 
-    def factorize(self, gamma, alphas, strategy: str) -> CandidateFactorization:
+    def factorize(self, gamma, alphas, strategy: str, folds=None) -> CandidateFactorization:
         """What cross-validating one band-weight candidate needs, for either strategy.
 
         Parameters
@@ -244,6 +249,9 @@ class RidgeProblem:
             Band weights (non-negative).
         alphas : array-like, shape (n_alphas,)
         strategy : {"folds", "hat"}
+        folds : sequence of int, optional
+            Validation folds (indices into ``self.folds``) to score; default all. The ``hat``
+            strategy always covers every fold (one factorization serves them all).
 
         Returns
         -------
@@ -261,14 +269,14 @@ class RidgeProblem:
                                           usable=np.all(usable, axis=0))
         if strategy != "folds":
             raise ValueError(f"strategy must be 'folds' or 'hat', got {strategy!r}.")
+        chosen = range(len(self.folds)) if folds is None else [int(f) for f in folds]
         scale = self._scale(gamma, b)
         if self.form == "primal":
-            folds = [self._fold_primal(train, val, self.gram - val_gram, scale, b)
-                     for (train, val), val_gram in zip(self.folds, self.val_grams)]
+            parts = [self._fold_primal(*self.folds[f], self.gram - self.val_grams[f], scale, b) for f in chosen]
         else:
             kernel = self._kernel(gamma)
-            folds = [self._fold_dual(train, val, kernel, b) for train, val in self.folds]
-        return CandidateFactorization(gamma, alphas, folds=folds)
+            parts = [self._fold_dual(*self.folds[f], kernel, b) for f in chosen]
+        return CandidateFactorization(gamma, alphas, folds=parts)
 
     def factorize_full(self, gamma) -> FullFactorization:
         """Eigendecomposition of all training samples for one candidate (refit and ``hat``)."""
@@ -305,7 +313,8 @@ class RidgeProblem:
     # -- response side: GEMMs only --------------------------------------------------------
 
     def cv_scores(self, factorization: CandidateFactorization, Y, profile: dict | None = None):
-        """Leave-one-run-out R^2 of every alpha for a batch of vertices, averaged over runs.
+        """Leave-one-run-out R^2 of every alpha for a batch of vertices, averaged over the folds
+        the factorization covers (every run, unless it was made for some folds only).
 
         Parameters
         ----------
@@ -331,7 +340,7 @@ class RidgeProblem:
         if profile is not None:
             profile["gemm_seconds"] = profile.get("gemm_seconds", 0.0) + timer.seconds
             profile["gemm_flops"] = profile.get("gemm_flops", 0) + timer.flops
-        return scores / len(self.folds)
+        return scores / factorization.n_folds
 
     def _scores_folds(self, factorization, Y, alphas, scores, timer, b) -> None:
         full_stat = b.matmul(self.X.T, Y) if self.form == "primal" else None

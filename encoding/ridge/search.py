@@ -1,11 +1,19 @@
 """Hyperparameter search of banded ridge: band weights on the simplex and a global alpha per vertex.
 
-The work is split into tasks that a dask cluster can run as they are:
+The search is a list of score jobs, each one band-weight candidate on some validation folds for
+some vertices (:class:`ScoreJob`), and the work of a job splits into tasks that a dask cluster can
+run as they are:
 
-1. ``factorize`` one band-weight candidate (its eigendecompositions, ``encoding.ridge.problem``);
-2. ``score`` one (candidate, vertex batch): leave-one-run-out R^2 of every alpha, GEMMs only;
+1. ``factorize`` the job's candidate on its folds (eigendecompositions, ``encoding.ridge.problem``);
+2. ``score`` one vertex batch: leave-one-run-out R^2 of every alpha, GEMMs only;
 3. pick each vertex's best (candidate, alpha), then ``refit`` the weights on all training runs,
    one task per (candidate, vertex batch).
+
+An exhaustive (``random``) search is one job per candidate, every fold, every vertex. The default
+search does less where it can (:func:`search_hyperparameters`): a screen by the equal-weight
+candidate, which every search scores anyway, leaves plain ridge to vertices without a
+cross-validated signal, and successive halving drops each vertex's weaker candidates after a few
+folds (:func:`halving_rounds`).
 
 The serial path runs the same tasks in a loop, so both give identical numbers. With a
 :class:`FitCache`, every finished task's output is kept on disk, keyed by everything it depends
@@ -24,7 +32,7 @@ from himalaya.backend import get_backend
 from himalaya.kernel_ridge import generate_dirichlet_samples
 from tqdm.auto import tqdm
 
-from encoding.config import STRATEGIES
+from encoding.config import SEARCHES, STRATEGIES
 from encoding.errors import ConfigError
 from encoding.ridge.backend import backend_module
 from encoding.ridge.problem import RidgeProblem
@@ -72,13 +80,16 @@ class SearchResult:
     best_alpha : ndarray, shape (n_vertices,)
         Global alpha of the chosen candidate.
     cv_scores : ndarray, shape (n_candidates, n_vertices)
-        Mean fold R^2 of each candidate at its best alpha.
+        Mean fold R^2 of each candidate at its best alpha (NaN where it was not scored on every fold).
     batch_size : int
         Vertices per task (from the memory budget).
     strategy : str
         Cross-validation strategy used (``folds`` or ``hat``).
+    searched : ndarray of bool, shape (n_vertices,)
+        Vertices that passed the screen and were searched (the others kept the first candidate).
     profile : dict
-        Seconds per phase, GEMM seconds and flops of the scoring products.
+        Seconds per phase, GEMM seconds and flops of the scoring products, ``evaluations``
+        (:class:`SelectionResult`) and ``n_searched``.
     """
 
     coef: np.ndarray
@@ -88,6 +99,7 @@ class SearchResult:
     cv_scores: np.ndarray
     batch_size: int
     strategy: str
+    searched: np.ndarray
     profile: dict = field(default_factory=dict)
 
     @property
@@ -155,7 +167,7 @@ class FitCache:
     batch_size : int
     """
 
-    REVISION = "1"  # bump when a change of the solver changes what a task returns
+    REVISION = "2"  # bump when a change of the solver changes what a task returns
 
     def __init__(self, folder: str | Path, problem: RidgeProblem, Y: np.ndarray, alphas: np.ndarray,
                  candidates: np.ndarray, strategy: str, batch_size: int):
@@ -185,9 +197,156 @@ class FitCache:
                 np.save(f, value)
 
 
+HALVING_ETA = 3  # successive halving keeps a third of the candidates of each vertex after each round
+
+
+@dataclass(frozen=True)
+class ScoreJob:
+    """One candidate scored on some validation folds for some vertices (columns of Y)."""
+
+    candidate: int
+    folds: tuple[int, ...]
+    vertices: np.ndarray
+
+    @property
+    def name(self) -> str:
+        """Cache name: what the job computes (candidate, folds, vertices)."""
+        key = hashlib.sha1(np.ascontiguousarray(self.vertices, dtype=np.int64).tobytes()).hexdigest()[:16]
+        return f"score-{self.candidate}-f{'.'.join(map(str, self.folds))}-{key}"
+
+
+def halving_rounds(n_folds: int, n_candidates: int, search: str, strategy: str) -> list[tuple[tuple[int, ...], int]]:
+    """Successive halving's rounds: the folds each round adds and how many candidates survive it.
+
+    The fold budget doubles each round (folds ``[0, 2)``, ``[2, 4)``, ``[4, 8)``, ... up to all of
+    them); after each round but the last, every vertex keeps its best third of the candidates
+    still searched (at least 2), ranked by their mean R^2 over the folds seen so far. ``random``
+    search, or the ``hat`` strategy (one factorization scores every fold at once, so a fold subset
+    saves nothing), is one round over every fold.
+
+    Returns
+    -------
+    list of (folds, survivors)
+        ``survivors`` is None for the last round.
+    """
+    everything = tuple(range(n_folds))
+    if search == "random" or strategy == "hat" or n_candidates <= 2 or n_folds <= 2:
+        return [(everything, None)]
+    edges = [0]
+    while edges[-1] < n_folds:
+        edges.append(min(n_folds, max(2, 2 * edges[-1])))
+    rounds, alive = [], n_candidates
+    for first, last in zip(edges[:-1], edges[1:]):
+        alive = max(2, -(-alive // HALVING_ETA)) if last < n_folds else None
+        rounds.append((everything[first:last], alive))
+    return rounds
+
+
+@dataclass
+class SelectionResult:
+    """Outcome of :func:`search_hyperparameters`.
+
+    Attributes
+    ----------
+    best_candidate : ndarray of int, shape (n_columns,)
+    best_alpha_index : ndarray of int, shape (n_columns,)
+    cv_scores : ndarray, shape (n_candidates, n_columns)
+        Mean fold R^2 of each candidate at its best alpha, NaN where the candidate was not scored
+        on every fold (screened out, or dropped by successive halving).
+    searched : ndarray of bool, shape (n_columns,)
+        Columns that passed the screen (all of them without one).
+    evaluations : float
+        Candidate x column x fold scorings done, in units of one candidate scored on every fold
+        for one column (an exhaustive search does ``n_candidates * n_columns``).
+    """
+
+    best_candidate: np.ndarray
+    best_alpha_index: np.ndarray
+    cv_scores: np.ndarray
+    searched: np.ndarray
+    evaluations: float
+
+
+def search_hyperparameters(runner, n_folds: int, Y: np.ndarray, alphas: np.ndarray, candidates: np.ndarray,
+                           strategy: str, search: str = "random", screen: float | None = None,
+                           progress: bool = True, profile: dict | None = None) -> SelectionResult:
+    """Choose each column's band weights and alpha by leave-one-run-out R^2.
+
+    1. **Screen** (``screen`` not None): the first candidate (equal weights, plain ridge) is
+       scored on every fold for every column; columns whose best CV R^2 is at most ``screen``
+       keep it, and only the others are searched further.
+    2. **Search** the other candidates on the columns that passed: all of them on every fold
+       (``random``), or by successive halving (``halving``, :func:`halving_rounds`).
+    3. Each column takes the candidate (among those scored on every fold) and alpha with the
+       highest mean fold R^2, the first one on ties.
+
+    Parameters
+    ----------
+    runner : SerialRunner or DaskRunner
+        Runs the score jobs.
+    n_folds : int
+    Y : ndarray, shape (n_samples, n_columns)
+    alphas : ndarray, shape (n_alphas,)
+    candidates : ndarray, shape (n_candidates, n_bands)
+    strategy : {"folds", "hat"}
+    search : {"random", "halving"}
+    screen : float or None
+        CV R^2 at or below which a column keeps plain ridge.
+    progress : bool
+    profile : dict, optional
+        Receives GEMM seconds and flops.
+
+    Returns
+    -------
+    SelectionResult
+    """
+    if search not in SEARCHES:
+        raise ValueError(f"search must be one of {SEARCHES}, got {search!r}.")
+    n_candidates, n_columns = len(candidates), Y.shape[1]
+    profile = {} if profile is None else profile
+    rounds = halving_rounds(n_folds, n_candidates, search, strategy)
+    sums = np.zeros((n_candidates, len(alphas), n_columns), dtype=np.float32)  # R^2 summed over folds seen
+    seen = np.zeros((n_candidates, n_columns), dtype=np.int32)  # folds seen
+    columns = np.arange(n_columns)
+    evaluations = 0.0
+
+    def run(jobs: list[ScoreJob]) -> None:
+        nonlocal evaluations
+        for job, scores in zip(jobs, runner.score(jobs, candidates, Y, alphas, strategy, progress, profile)):
+            sums[job.candidate][:, job.vertices] += scores * np.float32(len(job.folds))
+            seen[job.candidate, job.vertices] += len(job.folds)
+            evaluations += len(job.folds) * len(job.vertices) / n_folds
+
+    searched = np.ones(n_columns, dtype=bool)
+    first = 0
+    if screen is not None or search == "halving":  # candidate 0 on every fold for every column first
+        run([ScoreJob(0, folds, columns) for folds, _ in rounds])
+        first = 1
+        if screen is not None:
+            searched = sums[0].max(axis=0) / n_folds > screen
+    alive = np.zeros((n_candidates, n_columns), dtype=bool)
+    alive[first:, searched] = True
+    for folds, survivors in rounds:
+        jobs = [ScoreJob(c, folds, np.flatnonzero(alive[c])) for c in range(first, n_candidates) if alive[c].any()]
+        run(jobs)
+        if survivors is not None:  # each column keeps its best `survivors` candidates still searched
+            with np.errstate(invalid="ignore", divide="ignore"):
+                partial = np.where(alive[first:], sums[first:].max(axis=1) / seen[first:], -np.inf)
+            rank = np.argsort(np.argsort(-partial, axis=0, kind="stable"), axis=0, kind="stable")
+            alive[first:] &= rank < survivors
+    complete = seen == n_folds
+    curves = np.where(complete[:, None, :], sums / np.float32(n_folds), -np.inf)
+    alpha_index = curves.argmax(axis=1)
+    cv_scores = np.take_along_axis(curves, alpha_index[:, None, :], axis=1)[:, 0]
+    best_candidate = cv_scores.argmax(axis=0)
+    cv_scores = np.where(complete, cv_scores, np.nan).astype(np.float32)
+    return SelectionResult(best_candidate, alpha_index[best_candidate, columns], cv_scores, searched, evaluations)
+
+
 def fit_banded_ridge(problem: RidgeProblem, Y: np.ndarray, alphas, candidates: np.ndarray,
                      memory_gb: float = 2.0, strategy: str = "auto", client=None,
-                     cache: str | Path | None = None, progress: bool = True) -> SearchResult:
+                     cache: str | Path | None = None, progress: bool = True, search: str = "random",
+                     screen: float | None = None) -> SearchResult:
     """Search band weights and alphas by cross-validation, then refit every vertex.
 
     Parameters
@@ -197,7 +356,7 @@ def fit_banded_ridge(problem: RidgeProblem, Y: np.ndarray, alphas, candidates: n
     alphas : array-like, shape (n_alphas,)
         Global regularisation grid (ascending).
     candidates : ndarray, shape (n_candidates, n_bands)
-        Band weights (``band_weight_candidates``).
+        Band weights (``band_weight_candidates``); the first is the screen's (equal weights).
     memory_gb : float
         Working-memory budget of one task (GiB); sets the vertex batch size.
     strategy : {"auto", "folds", "hat"}
@@ -209,6 +368,10 @@ def fit_banded_ridge(problem: RidgeProblem, Y: np.ndarray, alphas, candidates: n
         same inputs after an interruption only runs the missing tasks.
     progress : bool
         Show progress bars.
+    search : {"random", "halving"}
+        Every candidate on every fold, or successive halving (:func:`search_hyperparameters`).
+    screen : float or None
+        Vertices whose CV R^2 with the first candidate is at most this keep it; None searches all.
 
     Returns
     -------
@@ -226,34 +389,31 @@ def fit_banded_ridge(problem: RidgeProblem, Y: np.ndarray, alphas, candidates: n
     if strategy == "auto":
         strategy = problem.choose_strategy(n_vertices, len(alphas))
     size = batch_size_for(problem, n_vertices, len(alphas), strategy, memory_gb)
-    batches = [slice(start, min(start + size, n_vertices)) for start in range(0, n_vertices, size)]
     store = FitCache(cache, problem, Y, alphas, candidates, strategy, size) if cache else None
-    runner = _DaskRunner(client, problem, store) if client is not None else _SerialRunner(problem, store)
+    runner = DaskRunner(client, problem, size, store) if client is not None else SerialRunner(problem, size, store)
     profile: dict = {}
 
     start = time.perf_counter()
-    # curves: (n_candidates, n_alphas, n_vertices)
-    curves = runner.score(candidates, Y, batches, alphas, strategy, progress, profile)
+    chosen = search_hyperparameters(runner, len(problem.folds), Y, alphas, candidates, strategy, search, screen,
+                                    progress, profile)
     profile["search_seconds"] = time.perf_counter() - start
-    best_alpha_index = curves.argmax(axis=1)
-    cv_scores = np.take_along_axis(curves, best_alpha_index[:, None, :], axis=1)[:, 0]
-    best_candidate = cv_scores.argmax(axis=0)
-    columns = np.arange(n_vertices)
-    best_alpha = alphas[best_alpha_index[best_candidate, columns]]
+    profile["evaluations"] = chosen.evaluations
+    profile["n_searched"] = int(chosen.searched.sum())
+    best_alpha = alphas[chosen.best_alpha_index]
 
     start = time.perf_counter()
-    coef = runner.refit(candidates, Y, best_candidate, best_alpha, size, progress)
+    coef = runner.refit(candidates, Y, chosen.best_candidate, best_alpha, progress)
     profile["refit_seconds"] = time.perf_counter() - start
     if store is not None:
         profile["cached_tasks"] = store.hits
-    return SearchResult(coef, candidates, best_candidate, best_alpha, cv_scores.astype(np.float32), size, strategy,
-                        profile)
+    return SearchResult(coef, candidates, chosen.best_candidate, best_alpha, chosen.cv_scores, size, strategy,
+                        chosen.searched, profile)
 
 
 # -- task functions (module level: dask pickles them by reference) -----------------------
 
-def _factorize_task(problem: RidgeProblem, gamma: np.ndarray, alphas: np.ndarray, strategy: str):
-    return problem.factorize(gamma, alphas, strategy)
+def _factorize_task(problem: RidgeProblem, gamma: np.ndarray, alphas: np.ndarray, strategy: str, folds):
+    return problem.factorize(gamma, alphas, strategy, folds)
 
 
 def _refit_factorize_task(problem: RidgeProblem, gamma: np.ndarray):
@@ -285,8 +445,8 @@ def _merge_profile(total: dict, part: dict) -> None:
         total[key] = total.get(key, 0) + value
 
 
-def _score_name(candidate: int, batch: slice) -> str:
-    return f"score-{candidate}-{batch.start}"
+def _batch_name(job: ScoreJob, start: int) -> str:
+    return f"{job.name}-{start}"
 
 
 def _refit_name(candidate: int, vertices: np.ndarray, alphas: np.ndarray) -> str:
@@ -296,10 +456,37 @@ def _refit_name(candidate: int, vertices: np.ndarray, alphas: np.ndarray) -> str
     return f"refit-{candidate}-{key}"
 
 
-class _SerialRunner:
-    def __init__(self, problem: RidgeProblem, cache: FitCache | None = None):
+class SerialRunner:
+    """Runs score and refit tasks here, in order, in vertex batches of ``size``.
+
+    Parameters
+    ----------
+    problem : RidgeProblem
+    size : int
+        Vertices (columns) per task.
+    cache : FitCache or None
+    keep_factorizations : bool
+        Keep every job's factorization for later calls (a permutation null scoring many chunks of
+        columns with the same candidates); the memory of all candidates' factorizations is then held.
+    """
+
+    def __init__(self, problem: RidgeProblem, size: int, cache: FitCache | None = None,
+                 keep_factorizations: bool = False):
         self.problem = problem
+        self.size = size
         self.cache = cache
+        self.kept = {} if keep_factorizations else None  # (candidate, folds) -> factorization, across calls
+
+    def _factorize(self, candidates, job: ScoreJob, alphas, strategy, profile):
+        key = (job.candidate, job.folds)
+        if self.kept is not None and key in self.kept:
+            return self.kept[key]
+        began = time.perf_counter()
+        factorization = _factorize_task(self.problem, candidates[job.candidate], alphas, strategy, job.folds)
+        profile["factorize_seconds"] = profile.get("factorize_seconds", 0.0) + time.perf_counter() - began
+        if self.kept is not None:
+            self.kept[key] = factorization
+        return factorization
 
     def _cached(self, task: str):
         return None if self.cache is None else self.cache.load(task)
@@ -308,31 +495,33 @@ class _SerialRunner:
         if self.cache is not None:
             self.cache.save(task, value)
 
-    def score(self, candidates, Y, batches, alphas, strategy, progress, profile):
-        curves = np.empty((len(candidates), len(alphas), Y.shape[1]), dtype=np.float32)
-        bar = tqdm(total=len(candidates) * len(batches), desc="banded ridge: search", disable=not progress)
-        for index, gamma in enumerate(candidates):
+    def score(self, jobs, candidates, Y, alphas, strategy, progress, profile):
+        """Mean fold R^2 of each job over its folds, shape (n_alphas, len(job.vertices)) per job."""
+        out = []
+        bar = tqdm(total=sum(len(j.vertices) for j in jobs), desc="banded ridge: search", unit="vertex",
+                   disable=not progress)
+        for job in jobs:
+            found = np.empty((len(alphas), len(job.vertices)), dtype=np.float32)
             factorization = None
-            for batch in batches:
-                found = self._cached(_score_name(index, batch))
-                if found is None:
+            for start in range(0, len(job.vertices), self.size):
+                part = job.vertices[start:start + self.size]
+                scores = self._cached(_batch_name(job, start))
+                if scores is None:
                     if factorization is None:
-                        start = time.perf_counter()
-                        factorization = _factorize_task(self.problem, gamma, alphas, strategy)
-                        profile["factorize_seconds"] = (profile.get("factorize_seconds", 0.0)
-                                                        + time.perf_counter() - start)
-                    found, part = _score_task(self.problem, factorization, Y[:, batch])
-                    _merge_profile(profile, part)
-                    self._keep(_score_name(index, batch), found)
-                curves[index, :, batch] = found
-                bar.update()
+                        factorization = self._factorize(candidates, job, alphas, strategy, profile)
+                    scores, timing = _score_task(self.problem, factorization, Y[:, part])
+                    _merge_profile(profile, timing)
+                    self._keep(_batch_name(job, start), scores)
+                found[:, start:start + len(part)] = scores
+                bar.update(len(part))
             del factorization
+            out.append(found)
         bar.close()
-        return curves
+        return out
 
-    def refit(self, candidates, Y, best_candidate, best_alpha, size, progress):
+    def refit(self, candidates, Y, best_candidate, best_alpha, progress):
         coef = np.empty((self.problem.n_features, Y.shape[1]), dtype=np.float32)
-        groups = list(_refit_groups(best_candidate, size))
+        groups = list(_refit_groups(best_candidate, self.size))
         current, refit = None, None
         for candidate, vertices in tqdm(groups, desc="banded ridge: refit", disable=not progress):
             found = self._cached(_refit_name(candidate, vertices, best_alpha[vertices]))
@@ -345,59 +534,58 @@ class _SerialRunner:
         return coef
 
 
-class _DaskRunner:
+class DaskRunner:
     """The same tasks on a dask.distributed cluster: the design is broadcast once to every worker,
-    each candidate is factorized once, and its factorizations are shared by all vertex batches.
+    each job's factorization is made once and shared by all its vertex batches.
 
-    ``memory_gb`` bounds each task; a worker holds the factorizations of the candidates whose
-    batches it is running or has queued (dask releases them when their batches are done).
+    ``memory_gb`` bounds each task; a worker holds the factorizations of the jobs whose batches
+    it is running or has queued (dask releases them when their batches are done).
     """
 
-    def __init__(self, client, problem: RidgeProblem, cache: FitCache | None = None):
+    def __init__(self, client, problem: RidgeProblem, size: int, cache: FitCache | None = None):
         self.client = client
         self.problem = client.scatter(problem, broadcast=True)
         self.n_features = problem.n_features
-        self.local = _SerialRunner(problem, cache)  # the cache is read and written here, not on the workers
+        self.size = size
+        self.local = SerialRunner(problem, size, cache)  # the cache is read and written here, not on the workers
 
-    def score(self, candidates, Y, batches, alphas, strategy, progress, profile):
+    def score(self, jobs, candidates, Y, alphas, strategy, progress, profile):
         from distributed import as_completed
 
         client = self.client
-        curves = np.empty((len(candidates), len(alphas), Y.shape[1]), dtype=np.float32)
-        missing = {}
-        for index in range(len(candidates)):
-            for batch in batches:
-                found = self.local._cached(_score_name(index, batch))
-                if found is None:
-                    missing.setdefault(index, []).append(batch)
-                else:
-                    curves[index, :, batch] = found
-        needed = sorted({(b.start, b.stop) for parts in missing.values() for b in parts})
-        Y_batches = dict(zip(needed, client.scatter([np.ascontiguousarray(Y[:, a:b]) for a, b in needed])))
-        futures = {}
-        for index, parts in missing.items():
-            factorization = client.submit(_factorize_task, self.problem, candidates[index], alphas, strategy,
-                                          pure=False)
-            for batch in parts:
-                future = client.submit(_score_task, self.problem, factorization, Y_batches[batch.start, batch.stop],
-                                       pure=False)
-                futures[future] = (index, batch)
+        out = [np.empty((len(alphas), len(job.vertices)), dtype=np.float32) for job in jobs]
+        futures, held = {}, []  # held: the inputs' futures, kept until their tasks are done
+        for index, job in enumerate(jobs):
+            factorization = None
+            for start in range(0, len(job.vertices), self.size):
+                part = job.vertices[start:start + self.size]
+                found = self.local._cached(_batch_name(job, start))
+                if found is not None:
+                    out[index][:, start:start + len(part)] = found
+                    continue
+                if factorization is None:
+                    factorization = client.submit(_factorize_task, self.problem, candidates[job.candidate], alphas,
+                                                  strategy, job.folds, pure=False)
+                Y_part = client.scatter(np.ascontiguousarray(Y[:, part]))
+                held += [factorization, Y_part]
+                future = client.submit(_score_task, self.problem, factorization, Y_part, pure=False)
+                futures[future] = (index, start, len(part))
         with tqdm(total=len(futures), desc="banded ridge: search (dask)", disable=not progress) as bar:
             for future, (scores, part) in as_completed(futures, with_results=True):
-                index, batch = futures[future]
-                curves[index, :, batch] = scores
-                self.local._keep(_score_name(index, batch), scores)
+                index, start, width = futures[future]
+                out[index][:, start:start + width] = scores
+                self.local._keep(_batch_name(jobs[index], start), scores)
                 _merge_profile(profile, part)
                 bar.update()
-        return curves
+        return out
 
-    def refit(self, candidates, Y, best_candidate, best_alpha, size, progress):
+    def refit(self, candidates, Y, best_candidate, best_alpha, progress):
         from distributed import as_completed
 
         client = self.client
         coef = np.empty((self.n_features, Y.shape[1]), dtype=np.float32)
         refits, futures = {}, {}
-        for candidate, vertices in _refit_groups(best_candidate, size):
+        for candidate, vertices in _refit_groups(best_candidate, self.size):
             found = self.local._cached(_refit_name(candidate, vertices, best_alpha[vertices]))
             if found is not None:
                 coef[:, vertices] = found

@@ -38,7 +38,7 @@ from statsmodels.stats.multitest import multipletests
 from tqdm.auto import tqdm
 
 from encoding.config import CLUSTER_THRESHOLD, CORRECTIONS, FWER_METHODS, METRICS, NULLS, SCHEMES, SPATIAL_METHODS
-from encoding.ridge import RidgeProblem, batch_size_for
+from encoding.ridge import RidgeProblem, SerialRunner, batch_size_for, search_hyperparameters
 from encoding.scoring import Scorer
 from encoding.stats.spatial import MAX_CHUNK_ELEMENTS, SurfaceGraph, cluster_statistics, map_maxima, tfce
 
@@ -545,8 +545,8 @@ class _RefitNull:
 class _SelectionNull:
     """The refit null with the hyperparameters selected again under every permutation.
 
-    The whole cross-validated search of the fit (its band-weight candidates, alphas and strategy)
-    runs on each permuted ``P Y``; what depends on the design, every candidate's factorizations,
+    The whole cross-validated search of the fit (its band-weight candidates, alphas, strategy,
+    screen and successive halving) runs on each permuted ``P Y``; what depends on the design, every candidate's factorizations,
     is computed once for all permutations (the responses enter only through GEMMs,
     :mod:`encoding.ridge.problem`), and the permutations are stacked as extra columns of the
     responses, so a candidate's scoring of all permutations is a few large GEMMs. Each
@@ -561,37 +561,31 @@ class _SelectionNull:
         self.alphas = np.sort(np.asarray(model.alphas, dtype=np.float64))
         self.candidates = model.candidates_
         self.strategy = model.strategy_
+        self.search, self.screen = model.search, model.screen
         self.X_test = np.asarray(X_test, dtype=np.float32)
+        self.memory_gb = memory_gb
         self.columns = batch_size_for(self.problem, 2**31, len(self.alphas), self.strategy, memory_gb)
-
-    def _chunks(self, n_permutations: int, n_vertices: int):
-        """(permutations, vertex slice) pieces of at most ``self.columns`` stacked columns."""
-        width = min(n_vertices, self.columns)
-        depth = max(1, self.columns // width)
-        for first in range(0, n_permutations, depth):
-            for start in range(0, n_vertices, width):
-                yield np.arange(first, min(first + depth, n_permutations)), slice(start, start + width)
+        self.runner = SerialRunner(self.problem, self.columns, keep_factorizations=True)
 
     def select(self, Y: np.ndarray, orders: np.ndarray, progress: bool):
-        """Best candidate and alpha of every (permutation, vertex), shapes (n_permutations, n_vertices)."""
+        """Best candidate and alpha of every (permutation, vertex), shapes (n_permutations, n_vertices).
+
+        The fit's own search (:func:`encoding.ridge.search.search_hyperparameters`: its screen and
+        successive halving) runs on chunks of stacked permuted columns; every factorization is made
+        once and kept for all chunks.
+        """
         k, (n, n_vertices) = len(orders), Y.shape
-        best = np.full((k, n_vertices), -np.inf, dtype=np.float32)
         candidate = np.zeros((k, n_vertices), dtype=np.int32)
         alpha = np.zeros((k, n_vertices), dtype=np.int32)
-        for index, gamma in enumerate(tqdm(self.candidates, desc="permutations (selection null: search)",
-                                           disable=not progress)):
-            factorization = self.problem.factorize(gamma, self.alphas, self.strategy)
-            for ks, vertices in self._chunks(k, n_vertices):
-                stacked = Y[:, vertices][orders[ks]]  # (k, n, v)
-                width = stacked.shape[2]
-                scores = self.problem.cv_scores(factorization, stacked.transpose(1, 0, 2).reshape(n, -1))
-                top = scores.max(axis=0).reshape(len(ks), width)
-                better = top > best[ks, vertices]
-                best[ks, vertices] = np.where(better, top, best[ks, vertices])
-                candidate[ks, vertices] = np.where(better, index, candidate[ks, vertices])
-                alpha[ks, vertices] = np.where(better, scores.argmax(axis=0).reshape(len(ks), width),
-                                               alpha[ks, vertices])
-            del factorization
+        state = 4 * (len(self.candidates) * (len(self.alphas) + 1) + 2 * n)  # search state and stacked Y, per column
+        depth = int(max(1, min(k, self.memory_gb * 2**30 // (state * n_vertices))))
+        for first in tqdm(range(0, k, depth), desc="permutations (selection null: search)", disable=not progress):
+            ks = np.arange(first, min(first + depth, k))
+            stacked = Y[orders[ks]].transpose(1, 0, 2).reshape(n, -1)  # (n, permutations x vertices)
+            chosen = search_hyperparameters(self.runner, len(self.problem.folds), stacked, self.alphas,
+                                            self.candidates, self.strategy, self.search, self.screen, progress=False)
+            candidate[ks] = chosen.best_candidate.reshape(len(ks), n_vertices)
+            alpha[ks] = chosen.best_alpha_index.reshape(len(ks), n_vertices)
         return candidate, alpha
 
     def run(self, Y: np.ndarray, Y_test: np.ndarray, orders: np.ndarray, metric: str, split: bool,
