@@ -36,6 +36,7 @@ BACKENDS = ("auto", "numpy", "torch", "torch_cuda")
 FORMS = ("auto", "primal", "dual")
 STRATEGIES = ("auto", "folds", "hat")
 SEARCHES = ("halving", "random")
+FAMILIES = ("searched", "all")
 SCREEN_R2 = 0.01  # leave-one-run-out R^2 of plain ridge at or below which a vertex is not searched further
 NULLS = ("refit", "selection", "test")
 SCHEMES = ("blocks", "circular", "trs")
@@ -660,6 +661,10 @@ class StatisticsConfig(Section):
         spread pooled over vertices; :class:`encoding.stats.PermutationResult`).
     cluster_threshold : float
         Cluster-forming threshold of the cluster procedures, in null standard deviations.
+    family : {"searched", "all"}
+        Vertices tested: those the fit's screen kept for the band-weight search (leave-one-run-out
+        R^2 of plain ridge above ``model.screen_r2``; chosen on training data only, so the test
+        stays exact, and the others are reported with p = 1), or every vertex.
     alpha : float
         Significance level, in (0, 1).
     partition : bool
@@ -682,6 +687,7 @@ class StatisticsConfig(Section):
     fwer: str = option("step-down", choices=FWER_METHODS)
     standardise: bool = False
     cluster_threshold: float = option(CLUSTER_THRESHOLD, gt=0)
+    family: str = option("searched", choices=FAMILIES)
     alpha: float = option(0.05, gt=0, lt=1)
     partition: bool = True
     n_bootstrap: int = option(1000, ge=2)

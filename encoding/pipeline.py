@@ -432,7 +432,8 @@ def run_statistics(model: BandedRidgeEncoder, design: Design, cfg: StatisticsCon
             n_permutations=cfg.n_permutations, null=cfg.null, scheme=cfg.scheme, block_length=cfg.block_length,
             metric=cfg.metric, split=cfg.null != "test" and len(design.bands) > 1,
             random_state=cfg.random_state, memory_gb=model_cfg.memory_gb, fwer=cfg.fwer, graph=graph,
-            cluster_threshold=cfg.cluster_threshold, standardise=cfg.standardise, progress=progress,
+            cluster_threshold=cfg.cluster_threshold, standardise=cfg.standardise,
+            tested=model.searched_ if cfg.family == "searched" else None, progress=progress,
         )
         results.main.fwer_p_values(progress=progress)  # TFCE takes a while: here, under the step's bar
         results.timings["permutations"] = round(time.perf_counter() - start, 3)

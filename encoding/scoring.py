@@ -101,6 +101,45 @@ class Scorer:
         overlap = (predictions * total).sum(axis=-2)
         return split_r2_from_sums(cross, overlap, self.total, self.n_samples)
 
+    def band_scores(self, predictions: np.ndarray, metric: str, split: bool = True):
+        """The score of the bands' summed prediction and each band's split R^2, from sums only.
+
+        Every score here is a function of a few sums over samples: ``y_c . p_b``, ``sum p_b`` and
+        ``p_b . p_c``, taken in one pass each over the float32 predictions (no float64 copy, no
+        summed prediction materialised); the formulas then run in float64 on arrays without the
+        samples axis. Equal to :meth:`score` of the summed prediction and :meth:`split_r2`
+        within float32 rounding of the sums (a permutation null's many predictions).
+
+        Parameters
+        ----------
+        predictions : ndarray, shape (..., n_bands, n_samples, n_vertices)
+        metric : {"r2", "r"}
+        split : bool
+            Also return each band's split R^2.
+
+        Returns
+        -------
+        score : ndarray, shape (..., n_vertices)
+        shares : ndarray, shape (..., n_bands, n_vertices), or None without ``split``
+        """
+        if metric not in ("r2", "r"):
+            raise ValueError(f"metric must be 'r2' or 'r', got {metric!r}.")
+        predictions = np.asarray(predictions, dtype=np.float32)
+        centred = self.centred.astype(np.float32)
+        cross = np.einsum("...btv,tv->...bv", predictions, centred).astype(np.float64)  # y_c . p_b
+        sums = predictions.sum(axis=-2, dtype=np.float64)  # sum_t p_b
+        grams = np.einsum("...btv,...ctv->...bcv", predictions, predictions).astype(np.float64)  # p_b . p_c
+        overlap = grams.sum(axis=-2)  # p_b . P, shape (..., n_bands, n_vertices)
+        cross_total, sum_total, squares_total = cross.sum(axis=-2), sums.sum(axis=-2), overlap.sum(axis=-2)
+        n, mean = self.n_samples, self.Y.mean(axis=0)
+        if metric == "r2":  # sum (y - P)^2 = sum (y_c - (P - mean))^2
+            residual = self.total - 2.0 * cross_total + squares_total - 2.0 * mean * sum_total + n * mean**2
+            score = r2_from_sums(residual, self.total, n)
+        else:
+            score = correlation_from_sums(cross_total, self.total, squares_total - sum_total**2 / n, n)
+        shares = split_r2_from_sums(cross, overlap, self.total, n) if split else None
+        return score, shares
+
 
 def r2_score(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
     """Coefficient of determination of each column.

@@ -56,7 +56,10 @@ def execute(path: Path):
     client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", km=kernel_manager(),
                                      resources={"metadata": {"path": str(NOTEBOOKS_DIR)}})
     start = time.perf_counter()
-    client.execute()
+    try:
+        client.execute()
+    finally:  # nbclient leaves a kernel it did not start running: stop it, or it holds memory and cores
+        client.km.shutdown_kernel(now=True)
     return nb, time.perf_counter() - start
 
 

@@ -79,3 +79,18 @@ def test_kernel_runs_on_torch_arrays_as_on_numpy():
     expected = r2_from_sums(rss, tss, 10)
     np.testing.assert_allclose(expected, [0.75, 0.0, 0.0])
     np.testing.assert_allclose(r2_from_sums(torch.from_numpy(rss), torch.from_numpy(tss), 10).numpy(), expected)
+
+
+@pytest.mark.parametrize("metric", ["r2", "r"])
+def test_band_scores_from_sums_equal_the_scores_of_the_predictions(metric):
+    """The permutation null's one-pass scores equal Scorer.score of the summed prediction and
+    Scorer.split_r2, for responses with a non-zero mean and predictions of any size."""
+    rng = np.random.default_rng(3)
+    Y = 0.5 + rng.standard_normal((120, 7))
+    Y[:, 0] = 2.0  # a constant column scores 0 either way
+    predictions = (0.3 * Y[None, None] + rng.standard_normal((5, 3, 120, 7))).astype(np.float32)
+    scorer = Scorer(Y)
+    score, shares = scorer.band_scores(predictions, metric)
+    np.testing.assert_allclose(score, scorer.score(predictions.sum(axis=1), metric), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(shares, scorer.split_r2(predictions), rtol=1e-5, atol=1e-5)
+    assert scorer.band_scores(predictions, metric, split=False)[1] is None

@@ -82,7 +82,7 @@ def test_fast_refit_equals_refitting_with_the_chosen_hyperparameters():
     X, Y, groups, X_test, Y_test, bands = _planted(n_vertices=8, signal=(1.0,) * 4)
     model = BandedRidgeEncoder(bands, n_iter=5, progress_bar=False).fit(X, Y, groups)
     order = permutation_indices(groups, "blocks", 10, np.random.default_rng(1))
-    refit = _RefitNull(model, X, groups, X_test)
+    refit = _RefitNull(model, X, groups, X_test, np.arange(Y.shape[1]))
     fast = np.zeros((len(X_test), Y.shape[1]))
     for vertices, hat in refit.hats():
         fast[:, vertices] = refit.predictions(hat, order[None], Y[:, vertices])[0].sum(axis=0)
@@ -212,7 +212,7 @@ def test_naive_volume_permutation_fails_the_same_check(rest_null_problem):
 
 
 def test_partition_atoms_follow_set_theory():
-    a, b, c = np.array([0.2]), np.array([0.3]), np.array([0.1])
+    a, b = np.array([0.2]), np.array([0.3])
     # two spaces: unique a = R2(ab) - R2(b); shared = R2(a) + R2(b) - R2(ab)
     atoms = partition_variance({("a",): a, ("b",): b, ("a", "b"): np.array([0.4])}, ["a", "b"])
     np.testing.assert_allclose(atoms[("a",)], 0.1)

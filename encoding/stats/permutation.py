@@ -123,6 +123,11 @@ class PermutationResult:
         pooled scale is the more powerful: vertices with signal select small alphas, whose nulls
         are the widest, and a vertex's wide, very negative null (an overfitting model) rarely
         reaches the maximum of the raw R^2, but would once centred (``benchmarks/power.py``).
+    tested : ndarray of bool, shape (n_vertices,), or None
+        The family tested: vertices chosen before the test (on training data only, e.g. those the
+        fit's screen searched, :attr:`encoding.model.BandedRidgeEncoder.searched_`). Every
+        procedure runs on the family alone (maxima over it; the spatial ones on the mesh restricted
+        to it); the other vertices have no null (NaN) and p = 1. None tests every vertex.
     """
 
     observed: np.ndarray
@@ -133,6 +138,7 @@ class PermutationResult:
     graph: SurfaceGraph | None = None
     cluster_threshold: float = CLUSTER_THRESHOLD
     standardise: bool = False
+    tested: np.ndarray | None = None
     _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -140,6 +146,10 @@ class PermutationResult:
         self.null = np.asarray(self.null, dtype=np.float32)
         if self.null.ndim != 2 or self.null.shape[1] != self.observed.size:
             raise ValueError(f"null must have shape (n_permutations, {self.observed.size}); got {self.null.shape}.")
+        if self.tested is not None:
+            self.tested = np.asarray(self.tested, dtype=bool)
+            if self.tested.shape != self.observed.shape:
+                raise ValueError(f"tested must have shape {self.observed.shape}; got {self.tested.shape}.")
         check_fwer_method(self.fwer, self.graph, self.observed.size)
 
     @property
@@ -147,14 +157,30 @@ class PermutationResult:
         return len(self.null)
 
     @property
+    def _family(self) -> np.ndarray | slice:
+        """Columns of the tested family."""
+        return slice(None) if self.tested is None else np.flatnonzero(self.tested)
+
+    def _scatter(self, values: np.ndarray, fill: float) -> np.ndarray:
+        """Family values at their vertices, ``fill`` elsewhere (shape (..., n_vertices))."""
+        if self.tested is None:
+            return values
+        out = np.full(values.shape[:-1] + self.observed.shape, fill, dtype=values.dtype)
+        out[..., self.tested] = values
+        return out
+
+    @property
     def exceedances(self) -> np.ndarray:
-        """Permutations whose score reached the observed one, shape (n_vertices,)."""
-        return (self.null >= self.observed.astype(np.float32)).sum(axis=0)
+        """Permutations whose score reached the observed one, shape (n_vertices,) (all of them outside
+        the tested family)."""
+        family = self._family
+        found = (self.null[:, family] >= self.observed[family].astype(np.float32)).sum(axis=0)
+        return self._scatter(found, self.n_permutations)
 
     @property
     def null_max(self) -> np.ndarray:
-        """Maximum over vertices of each permutation's raw scores, shape (n_permutations,)."""
-        return self.null.max(axis=1).astype(np.float64)
+        """Maximum over the tested vertices of each permutation's raw scores, shape (n_permutations,)."""
+        return self.null[:, self._family].max(axis=1).astype(np.float64)
 
     @property
     def p_values(self) -> np.ndarray:
@@ -177,18 +203,24 @@ class PermutationResult:
         observed : ndarray, shape (n_vertices,)
         null : ndarray, shape (n_permutations, n_vertices), float32
         """
+        z_observed, z_null = self._standardised_family()
+        return self._scatter(z_observed, 0.0), self._scatter(z_null, np.float32(0.0))
+
+    def _standardised_family(self) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`standardised` on the tested family's columns only (moments over the family)."""
         if "standardised" not in self._cache:
             k = self.n_permutations + 1
-            mean = (self.null.sum(axis=0, dtype=np.float64) + self.observed) / k
-            squares = np.square(self.null, dtype=np.float64).sum(axis=0) + self.observed**2
+            null, observed = self.null[:, self._family], self.observed[self._family]
+            mean = (null.sum(axis=0, dtype=np.float64) + observed) / k
+            squares = np.square(null, dtype=np.float64).sum(axis=0) + observed**2
             variance = np.maximum(squares / k - mean**2, 0.0)
             if self.standardise:
                 scale = np.where(variance > 1e-24 * np.maximum(1.0, mean**2), np.sqrt(variance), np.inf)
             else:
                 mean = np.zeros_like(mean)
                 scale = np.full(mean.shape, np.sqrt(variance.mean()) if variance.mean() > 0 else np.inf)
-            z_null = ((self.null - mean.astype(np.float32)) / scale.astype(np.float32)).astype(np.float32)
-            self._cache["standardised"] = ((self.observed - mean) / scale, z_null)
+            z_null = ((null - mean.astype(np.float32)) / scale.astype(np.float32)).astype(np.float32)
+            self._cache["standardised"] = ((observed - mean) / scale, z_null)
         return self._cache["standardised"]
 
     def fwer_p_values(self, method: str | None = None, progress: bool = False) -> np.ndarray:
@@ -227,27 +259,29 @@ class PermutationResult:
     def _fwer(self, method: str, progress: bool) -> np.ndarray:
         k = self.n_permutations
         if method == "max":
-            observed = self.observed.astype(np.float32).astype(np.float64)  # compared as stored, like the null
+            observed = self.observed[self._family].astype(np.float32).astype(np.float64)  # as stored, like the null
             exceed = (self.null_max[:, None] >= observed[None, :]).sum(axis=0)
-            return (1.0 + exceed) / (1.0 + k)
-        z_observed, z_null = self.standardised()
+            return self._scatter((1.0 + exceed) / (1.0 + k), 1.0)
+        z_observed, z_null = self._standardised_family()
         if method == "step-down":
-            return step_down_fwer(z_observed, z_null)
-        chunks = range(0, k, max(1, MAX_CHUNK_ELEMENTS // max(1, self.observed.size)))
+            return self._scatter(step_down_fwer(z_observed, z_null), 1.0)
+        graph = self.graph if self.tested is None else self.graph.subgraph(np.flatnonzero(self.tested))
+        chunks = range(0, k, max(1, MAX_CHUNK_ELEMENTS // max(1, z_observed.size)))
         bar = tqdm(chunks, desc=f"FWER ({method})", disable=not progress)
         if method == "tfce":
-            observed = tfce(z_observed, self.graph)
-            maxima = np.concatenate([tfce(z_null[s:s + chunks.step], self.graph).max(axis=1) for s in bar])
-            return (1.0 + (maxima[:, None] >= observed[None, :] - 1e-9 * observed[None, :]).sum(axis=0)) / (1.0 + k)
+            observed = tfce(z_observed, graph)
+            maxima = np.concatenate([tfce(z_null[s:s + chunks.step], graph).max(axis=1) for s in bar])
+            p = (1.0 + (maxima[:, None] >= observed[None, :] - 1e-9 * observed[None, :]).sum(axis=0)) / (1.0 + k)
+            return self._scatter(p, 1.0)
         which = 1 if method == "cluster-extent" else 2
-        observed = cluster_statistics(z_observed, self.graph, self.cluster_threshold)
-        maxima = np.concatenate([self._cluster_maxima(z_null[s:s + chunks.step], which) for s in bar])
+        observed = cluster_statistics(z_observed, graph, self.cluster_threshold)
+        maxima = np.concatenate([self._cluster_maxima(z_null[s:s + chunks.step], graph, which) for s in bar])
         labels, values = observed[0][0], observed[which]
         p_cluster = (1.0 + (maxima[:, None] >= values[None, :] - 1e-9 * np.abs(values[None, :])).sum(axis=0)) / (1.0 + k)
-        return np.where(labels >= 0, p_cluster[np.maximum(labels, 0)] if values.size else 1.0, 1.0)
+        return self._scatter(np.where(labels >= 0, p_cluster[np.maximum(labels, 0)] if values.size else 1.0, 1.0), 1.0)
 
-    def _cluster_maxima(self, maps: np.ndarray, which: int) -> np.ndarray:
-        statistics = cluster_statistics(maps, self.graph, self.cluster_threshold)
+    def _cluster_maxima(self, maps: np.ndarray, graph: SurfaceGraph, which: int) -> np.ndarray:
+        statistics = cluster_statistics(maps, graph, self.cluster_threshold)
         return map_maxima(statistics[which], statistics[3], len(maps))
 
     def clusters(self) -> pd.DataFrame:
@@ -361,7 +395,8 @@ def permutation_test(model, X_train: np.ndarray, Y_train: np.ndarray, groups: np
                      block_length: int = 10, metric: str = "r2", split: bool = False,
                      random_state: int | None = 0, memory_gb: float = 1.0, fwer: str = "step-down",
                      graph: SurfaceGraph | None = None, cluster_threshold: float = CLUSTER_THRESHOLD,
-                     standardise: bool = False, progress: bool = True) -> dict[str, PermutationResult]:
+                     standardise: bool = False, tested: np.ndarray | None = None,
+                     progress: bool = True) -> dict[str, PermutationResult]:
     """Permutation test of a fitted :class:`~encoding.model.BandedRidgeEncoder`'s test scores.
 
     Parameters
@@ -391,6 +426,10 @@ def permutation_test(model, X_train: np.ndarray, Y_train: np.ndarray, groups: np
         FWER procedure of the results, the mesh the spatial procedures need, and how the
         statistic is scaled (:class:`PermutationResult`); every procedure can be had afterwards from the same null
         maps (:meth:`PermutationResult.with_fwer`).
+    tested : ndarray of bool, shape (n_vertices,), or None
+        The family to test, chosen on training data only (the vertices the fit's screen searched,
+        ``model.searched_``); only its vertices are permuted, the others get p = 1
+        (:attr:`PermutationResult.tested`). None tests every vertex.
     progress : bool
 
     Returns
@@ -411,18 +450,25 @@ def permutation_test(model, X_train: np.ndarray, Y_train: np.ndarray, groups: np
     check_fwer_method(fwer, graph, Y_test.shape[1])
     if null != "test":
         _check_centred_runs(Y_train, groups)
+    if tested is not None:
+        tested = np.asarray(tested, dtype=bool)
+        if tested.shape != (Y_test.shape[1],):
+            raise ValueError(f"tested must be a mask of shape ({Y_test.shape[1]},), got {tested.shape}.")
+    family = np.arange(Y_test.shape[1]) if tested is None else np.flatnonzero(tested)
     rng = np.random.default_rng(random_state)
-    settings = dict(null=null, scheme=scheme, block_length=block_length, metric=metric, seed=random_state)
+    settings = dict(null=null, scheme=scheme, block_length=block_length, metric=metric, seed=random_state,
+                    n_tested=int(family.size))
     names = [metric] + ([f"split_r2:{band}" for band in model.band_names_] if split else [])
     observed = [Scorer(Y_test).score(model.predict(X_test), metric)]
     if split:
         observed += list(model.score_split(X_test, Y_test))
-    collectors = [_NullCollector(o, n_permutations) for o in observed]
+    collectors = [_NullCollector(o, n_permutations, family) for o in observed]
+    Y_train, Y_test = Y_train[:, family], Y_test[:, family]  # the family only, from here on
 
     if null == "test":
-        prediction = model.predict(X_test)
+        prediction = model.predict(X_test)[:, family]
         test_groups = np.zeros(len(Y_test), dtype=int)
-        everything = np.arange(Y_test.shape[1])
+        everything = np.arange(family.size)
         for k in tqdm(range(n_permutations), desc="permutations (test null)", disable=not progress):
             order = permutation_indices(test_groups, scheme, block_length, rng)
             collectors[0].add(everything, [k], Scorer(Y_test[order]).score(prediction, metric)[None])
@@ -432,7 +478,7 @@ def permutation_test(model, X_train: np.ndarray, Y_train: np.ndarray, groups: np
                                                                        collectors, progress)
     else:
         orders = np.stack([permutation_indices(groups, scheme, block_length, rng) for _ in range(n_permutations)])
-        refit = _RefitNull(model, X_train, groups, X_test)
+        refit = _RefitNull(model, X_train, groups, X_test, family)
         chunk = refit.permutations_per_pass(memory_gb, split)
         bar = tqdm(total=len(refit.groups), desc="permutations (refit null, vertex groups)", disable=not progress)
         for vertices, hat in refit.hats(split):
@@ -441,15 +487,14 @@ def permutation_test(model, X_train: np.ndarray, Y_train: np.ndarray, groups: np
             for first in range(0, n_permutations, chunk):
                 ks = range(first, min(first + chunk, n_permutations))
                 predictions = refit.predictions(hat, orders[list(ks)], Y_group)  # (k, n_bands, n_test, v)
-                collectors[0].add(vertices, ks, group_scorer.score(predictions.sum(axis=1), metric))
-                if split:
-                    shares = group_scorer.split_r2(predictions)  # (k, bands, v)
-                    for band, collector in enumerate(collectors[1:]):
-                        collector.add(vertices, ks, shares[:, band])
+                score, shares = group_scorer.band_scores(predictions, metric, split)  # (k, v), (k, bands, v)
+                collectors[0].add(vertices, ks, score)
+                for band, collector in enumerate(collectors[1:]):
+                    collector.add(vertices, ks, shares[:, band])
             bar.update()
         bar.close()
     return {name: dataclasses.replace(collector.result(name, settings), fwer=fwer, graph=graph,
-                                      cluster_threshold=cluster_threshold, standardise=standardise)
+                                      cluster_threshold=cluster_threshold, standardise=standardise, tested=tested)
             for name, collector in zip(names, collectors)}
 
 
@@ -469,19 +514,21 @@ def _check_centred_runs(Y: np.ndarray, groups: np.ndarray) -> None:
 
 class _NullCollector:
     """The null maps of a test, filled in pieces: some permutations for some vertices (vertex groups
-    are processed one after the other)."""
+    are processed one after the other). Vertices are numbered within the tested ``family``
+    (indices of the maps' vertices); the others keep NaN."""
 
-    def __init__(self, observed: np.ndarray, n_permutations: int):
+    def __init__(self, observed: np.ndarray, n_permutations: int, family: np.ndarray):
         self.observed = np.asarray(observed, dtype=np.float64)
-        self.null = np.empty((n_permutations, self.observed.size), dtype=np.float32)
+        self.family = np.asarray(family)
+        self.null = np.full((n_permutations, self.observed.size), np.nan, dtype=np.float32)
 
     def add(self, vertices: np.ndarray, permutations, null: np.ndarray) -> None:
         """``null``: shape (len(permutations), len(vertices))."""
-        self.null[np.ix_(np.asarray(permutations), np.asarray(vertices))] = null
+        self.null[np.ix_(np.asarray(permutations), self.family[np.asarray(vertices)])] = null
 
     def put(self, permutations: np.ndarray, vertices: np.ndarray, values: np.ndarray) -> None:
         """One value per (permutation, vertex) pair; all three of shape (n_pairs,)."""
-        self.null[permutations, vertices] = values
+        self.null[permutations, self.family[vertices]] = values
 
     def result(self, name: str, settings: dict) -> PermutationResult:
         return PermutationResult(self.observed, self.null, name, dict(settings))
@@ -497,12 +544,12 @@ class _RefitNull:
     group's responses, and several permutations share it by stacking their column-permuted ``H``.
     """
 
-    def __init__(self, model, X_train: np.ndarray, groups: np.ndarray, X_test: np.ndarray):
+    def __init__(self, model, X_train: np.ndarray, groups: np.ndarray, X_test: np.ndarray, family: np.ndarray):
         self.problem = RidgeProblem(X_train, groups, model.bands, form=model.form_, backend="numpy")
         self.model = model
         self.X_test = np.asarray(X_test, dtype=np.float32)
         self.n_train = self.problem.n_samples
-        keys = np.stack([model.best_candidate_, model.alpha_]).T
+        keys = np.stack([model.best_candidate_[family], model.alpha_[family]]).T  # groups index the family
         unique, inverse = np.unique(keys, axis=0, return_inverse=True)
         self.groups = [(int(c), float(a), np.flatnonzero(inverse.ravel() == i)) for i, (c, a) in enumerate(unique)]
 
@@ -605,9 +652,7 @@ class _SelectionNull:
                 Z = full.components.T @ responses / (full.eigenvalues[:, None]
                                                      + self.alphas[alpha[k, v]].astype(np.float32)[None, :])
                 predictions = maps @ Z  # (b, t, pairs)
-                scorer = Scorer(Y_test[:, v])
-                collectors[0].put(k, v, scorer.score(predictions.sum(axis=0), metric))
-                if split:
-                    shares = scorer.split_r2(predictions)  # (b, pairs)
-                    for band, collector in enumerate(collectors[1:]):
-                        collector.put(k, v, shares[band])
+                score, shares = Scorer(Y_test[:, v]).band_scores(predictions, metric, split)  # (pairs,), (b, pairs)
+                collectors[0].put(k, v, score)
+                for band, collector in enumerate(collectors[1:]):
+                    collector.put(k, v, shares[band])
