@@ -56,7 +56,8 @@ def summarize(run) -> dict:
         "pca": exp.info.get("pca", {}),
         "design": {"delays_tr": list(design.delays), "n_features": int(design.X_train.shape[1])},
         "model": {
-            "estimator": "BandedRidgeEncoder (encoding.ridge, random search on the simplex)",
+            "estimator": f"BandedRidgeEncoder (encoding.ridge, {cfg.model.search} search on the simplex)",
+            "screen_r2": cfg.model.screen_r2, "n_searched": int(run.model.searched_.sum()),
             "cv": f"leave-one-run-out over {len(design.train_run_ids)} training runs",
             "n_iter": cfg.model.n_iter, "alphas": [float(a) for a in cfg.model.alphas],
             "form": run.model.form_, "strategy": run.model.strategy_,

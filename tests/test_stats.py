@@ -155,12 +155,14 @@ def cortex_patch(rng, graph, live, n_vertices):
 
 
 def null_rates(design, rest, live, null, scheme, n_repetitions, n_vertices=300, n_permutations=19,
-               methods=FWER_PROCEDURES, seed=0):
+               methods=FWER_PROCEDURES, seed=0, screen=None):
     """Per repetition, on a contiguous patch of the real resting-state run: the share of vertices
     significant at 0.05 uncorrected, and for each FWER procedure whether any vertex survives at 0.05.
 
     With 19 permutations a p-value of 0.05 means the observed map beat every permutation: each
-    procedure's rate of any rejection is then exactly 0.05 under exchangeability.
+    procedure's rate of any rejection is then exactly 0.05 under exchangeability. With ``screen``,
+    the fit screens vertices at that CV R^2 and only those it searched are tested (the uncorrected
+    share is then among them).
     """
     from encoding.stats.spatial import fsaverage5_graph
 
@@ -175,13 +177,17 @@ def null_rates(design, rest, live, null, scheme, n_repetitions, n_vertices=300, 
         Y = rest[rows][:, vertices]
         Y_train = np.concatenate([zscore(Y[:n_train][design.groups == g]) for g in np.unique(design.groups)])
         Y_test = zscore(Y[n_train:])
-        model = BandedRidgeEncoder(design.bands, n_iter=3, progress_bar=False, random_state=repetition)
+        model = BandedRidgeEncoder(design.bands, n_iter=3, progress_bar=False, random_state=repetition,
+                                   screen=screen)
         model.fit(design.X_train, Y_train, design.groups)
+        tested = model.searched_ if screen is not None else None
         result = permutation_test(model, design.X_train, Y_train, design.groups, design.X_test, Y_test,
                                   n_permutations=n_permutations, null=null, scheme=scheme, metric="r",
                                   random_state=repetition, graph=graph.subgraph(vertices), cluster_threshold=2.0,
-                                  progress=False)["r"]
-        uncorrected.append(result.significant(0.05, "none").mean())
+                                  tested=tested, progress=False)["r"]
+        family = slice(None) if tested is None else tested
+        if result.observed[family].size:
+            uncorrected.append(result.significant(0.05, "none")[family].mean())
         for method in methods:
             familywise[method].append(bool((result.fwer_p_values(method) <= 0.05).any()))
     return np.array(uncorrected), {m: np.array(v) for m, v in familywise.items()}
@@ -200,6 +206,20 @@ def test_permutation_nulls_are_calibrated_on_real_resting_state(rest_null_proble
     assert abs(mean - 0.05) <= 3 * sem + 0.01, (mean, sem)
     for method, rejected in familywise.items():  # 100 repetitions: at most 11 (40: 6; 30: 5)
         assert rejected.sum() <= stats.binom.ppf(0.99, n_repetitions, 0.05), (method, rejected.sum())
+
+
+@pytest.mark.slow
+def test_the_screened_family_keeps_the_null_calibrated(rest_null_problem):
+    """Testing only the vertices the fit's screen searched (chosen on training data) keeps every
+    procedure at its nominal rate. A lenient screen (CV R^2 > 0) lets many noise vertices in, the
+    case where selecting on the training responses could bias the test."""
+    design, rest, live = rest_null_problem
+    uncorrected, familywise = null_rates(design, rest, live, "refit", "blocks", 40, screen=0.0, seed=1)
+    assert len(uncorrected) >= 30  # most patches have noise vertices above 0 in CV
+    mean, sem = uncorrected.mean(), uncorrected.std(ddof=1) / np.sqrt(len(uncorrected))
+    assert abs(mean - 0.05) <= 3 * sem + 0.01, (mean, sem)
+    for method, rejected in familywise.items():  # 40 repetitions: at most 6
+        assert rejected.sum() <= stats.binom.ppf(0.99, 40, 0.05), (method, rejected.sum())
 
 
 @pytest.mark.slow

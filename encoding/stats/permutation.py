@@ -180,7 +180,7 @@ class PermutationResult:
     @property
     def null_max(self) -> np.ndarray:
         """Maximum over the tested vertices of each permutation's raw scores, shape (n_permutations,)."""
-        return self.null[:, self._family].max(axis=1).astype(np.float64)
+        return self.null[:, self._family].max(axis=1, initial=-np.inf).astype(np.float64)
 
     @property
     def p_values(self) -> np.ndarray:
@@ -258,6 +258,8 @@ class PermutationResult:
 
     def _fwer(self, method: str, progress: bool) -> np.ndarray:
         k = self.n_permutations
+        if self.tested is not None and not self.tested.any():
+            return np.ones(self.observed.size)  # an empty family rejects nothing
         if method == "max":
             observed = self.observed[self._family].astype(np.float32).astype(np.float64)  # as stored, like the null
             exceed = (self.null_max[:, None] >= observed[None, :]).sum(axis=0)

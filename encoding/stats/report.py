@@ -32,6 +32,21 @@ def write_table(table: pd.DataFrame, folder: Path, name: str, float_format: str 
     return files
 
 
+def _search_text(model, model_cfg, n_runs: int) -> str:
+    """How the search did less than every candidate on every vertex (empty for the exhaustive search)."""
+    searched = getattr(model, "searched_", None)
+    parts = []
+    if searched is not None and not searched.all():
+        parts.append(f"vertices whose cross-validated R\u00b2 with equal band weights (plain ridge) was at most "
+                     f"{model_cfg.screen_r2:g} kept that model ({int(searched.sum())} of {searched.size} vertices were "
+                     f"searched further)")
+    if getattr(model, "search", "random") == "halving" and model.strategy_ == "folds" and len(model.candidates_) > 2:
+        parts.append("the other candidates were compared by successive halving: after 2, 4, 8, ... of the "
+                     f"{n_runs} folds, each vertex kept the best third of its candidates, and the final choice was made "
+                     "among those scored on every fold")
+    return "; " + "; ".join(parts) if parts else ""
+
+
 def _join(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
@@ -69,7 +84,9 @@ def methods_paragraph(cfg, design, model, statistics=None, n_vertices: int | Non
         f"{len(model.candidates_)} band-weight candidates on the simplex (equal weights, then Dirichlet samples with "
         f"concentration {_join([f'{c:g}' for c in np.atleast_1d(cfg.model.concentration)])}) times "
         f"{len(alphas)} global regularisation strengths log-spaced from {alphas[0]:.3g} to {alphas[-1]:.3g}, "
-        f"maximising the mean R\u00b2 over held-out runs. The selected model was refitted on all training runs and "
+        f"maximising the mean R\u00b2 over held-out runs"
+        + _search_text(model, cfg.model, n_runs)
+        + ". The selected model was refitted on all training runs and "
         f"evaluated on {design.X_test.shape[0]} held-out test volumes"
         + (f" (responses averaged over {repeats} repeated presentations)" if repeats else "")
         + " by the coefficient of determination (R\u00b2) and Pearson's r."
@@ -92,11 +109,15 @@ def methods_paragraph(cfg, design, model, statistics=None, n_vertices: int | Non
                              "is part of the null), then scored on the unpermuted test runs",
                 "test": "the test responses were permuted " + scheme + " against the fixed model's predictions",
                 }[s["null"]]
-        correction = {"fwer": f"corrected across {n_vertices} vertices controlling the family-wise error rate at "
+        tested = s.get("n_tested", n_vertices)
+        family = (f"{n_vertices} vertices" if tested == n_vertices else
+                  f"the {tested} vertices whose plain-ridge cross-validated R\u00b2 passed the screen (a family chosen "
+                  f"on training data only; the other {n_vertices - tested} vertices were not tested)")
+        correction = {"fwer": f"corrected across {family} controlling the family-wise error rate at "
                               f"{s['alpha']:g} with {fwer_method_text(s)}",
-                      "fdr_bh": f"corrected across {n_vertices} vertices controlling the false discovery rate "
+                      "fdr_bh": f"corrected across {family} controlling the false discovery rate "
                                 f"(Benjamini-Hochberg) at {s['alpha']:g}",
-                      "fdr_by": f"corrected across {n_vertices} vertices controlling the false discovery rate "
+                      "fdr_by": f"corrected across {family} controlling the false discovery rate "
                                 f"(Benjamini-Yekutieli) at {s['alpha']:g}",
                       "none": f"thresholded at {s['alpha']:g} without correction for multiple comparisons"
                       }[s["correction"]]
