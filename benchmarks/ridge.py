@@ -108,7 +108,8 @@ def simulated_problem(n_vertices: int | None):
         from encoding.pipeline import build_design, extract_features
         from encoding.simulation import simulate_experiment
 
-        config = subject_config(argparse.Namespace(seed=0, search="halving", screen=0.01, permutations=0))
+        config = subject_config(argparse.Namespace(seed=0, search="halving", screen=0.01, permutations=0,
+                                                   family="searched", spaces=["logmel", "caption"]))
         experiment, truth = simulate_experiment(config.data.simulation, progress=False)
         features = extract_features(experiment, config.features, False, truth.features)
         design = build_design(experiment, features, config.features.spaces, config.design)

@@ -19,6 +19,7 @@ and the recovery of the planted truth (AUC, FWER-significant vertices, false pos
     .venv/bin/python benchmarks/subject.py                       # the defaults
     .venv/bin/python benchmarks/subject.py --search random --screen -inf --family all   # as before issue 15
     .venv/bin/python benchmarks/subject.py --permutations 100    # a shorter statistics step
+    .venv/bin/python benchmarks/subject.py --spaces logmel modulation caption   # 3 spaces, 7 models
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def subject_config(args):
     sim = config.data.simulation
     sim.n_train_runs, sim.clips_per_run, sim.n_test_clips, sim.n_test_repeats, sim.extra_trs = 12, 40, 40, 6, 10
     sim.seed = args.seed
-    config.features.spaces = ["logmel", "caption"]
+    config.features.spaces = list(args.spaces)
     config.model.search, config.model.screen_r2 = args.search, args.screen
     config.statistics.n_permutations = args.permutations
     config.statistics.family = args.family
@@ -97,6 +98,8 @@ def main() -> None:
     parser.add_argument("--search", default="halving", choices=["halving", "random"])
     parser.add_argument("--screen", type=float, default=0.01, help="model.screen_r2 (-inf: search every vertex)")
     parser.add_argument("--permutations", type=int, default=1000)
+    parser.add_argument("--spaces", nargs="+", default=["logmel", "caption"],
+                        help="feature spaces fitted (logmel modulation caption: 3 spaces, 7 partition models)")
     parser.add_argument("--family", default="searched", choices=["searched", "all"], help="statistics.family")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -124,7 +127,7 @@ def main() -> None:
     data = loading["read GIFTIs"] + loading["median detrend (bottleneck)"] + loading["z-score"]
     rows = [("data (read 18 runs x 2 GIFTIs, median detrend, z-score)", data)]
     rows += [(f"  {name}", value) for name, value in loading.items()]
-    rows.append(("features (logmel, caption: extracted again)", features))
+    rows.append((f"features ({', '.join(args.spaces)}: extracted again)", features))
     rows += [(name, run.timings[name]) for name in ("design", "fit", "scores")]
     rows.append(("statistics", run.timings["statistics"]))
     rows += [(f"  {name}", value) for name, value in run.statistics.timings.items()]
@@ -142,6 +145,11 @@ def main() -> None:
     r, d = recovery(run), detection(run)
     print(f"recovery: AUC {r['auc']:.3f}; FWER 0.05: {int(run.statistics.significant().sum()):,} vertices, "
           f"sensitivity {d['sensitivity']:.3f}, false positives {d['n_false_positives']}")
+    if "subset_models" in run.statistics.timings:
+        print(f"variance partitioning: {2 ** len(args.spaces) - 2} subset models in "
+              f"{run.statistics.timings['subset_models']:.1f} s = "
+              f"{run.statistics.timings['subset_models'] / run.timings['fit']:.2f}x the full fit "
+              f"({2 ** len(args.spaces) - 1} models in {(run.statistics.timings['subset_models'] + run.timings['fit']) / run.timings['fit']:.2f}x)")
     print(f"peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.1f} GiB")
 
 
