@@ -35,7 +35,10 @@ class BandedRidgeEncoder(RegressorMixin, BaseEstimator):
 
     Each feature space (band) gets its own regularisation strength, chosen per vertex by
     leave-one-run-out cross-validation over a random search on the simplex of band weights
-    (Dupre la Tour et al. 2022) times a grid of global alphas. The solver
+    (Dupre la Tour et al. 2022) times a grid of global alphas. By default the search does less
+    where it can: vertices without a cross-validated signal under plain ridge keep plain ridge
+    (``screen``), and the others compare the candidates by successive halving over the folds
+    (``search``). The solver
     (:mod:`encoding.ridge`) eigendecomposes the design once per (fold, band-weight candidate),
     in primal or kernel form, and shares it across all vertices and alphas through large matrix
     products; vertex batches are sized to a memory budget and can run on a dask cluster.

@@ -207,3 +207,36 @@ def test_exact_sign_flip_null_is_every_pattern():
     expected = [stats.ttest_1samp(maps * s[:, None], 0).statistic for s in patterns]
     np.testing.assert_allclose(result.null, expected, rtol=1e-5)
     np.testing.assert_allclose(result.observed, stats.ttest_1samp(maps, 0).statistic)
+
+
+def test_a_tested_family_is_the_test_of_its_own_maps():
+    """With ``tested``, every procedure equals the same procedure on the family's columns alone
+    (the spatial ones on the mesh restricted to it), and the other vertices get p = 1; the
+    permutation test fills the family's nulls only."""
+    adjacency, _ = grid_graph(8, 10)
+    graph = SurfaceGraph.from_adjacency(adjacency, np.ones(adjacency.shape[0], dtype=bool))
+    rng = np.random.default_rng(5)
+    maps = smooth_noise(rng, 41, adjacency)
+    maps[0, :30] += 3.0  # signal on part of the first sheet
+    tested = np.zeros(adjacency.shape[0], dtype=bool)
+    tested[10:120] = True
+    full = PermutationResult(maps[0], maps[1:], "t", graph=graph, cluster_threshold=2.0, tested=tested)
+    alone = PermutationResult(maps[0, tested], maps[1:, tested], "t", graph=graph.subgraph(np.flatnonzero(tested)),
+                              cluster_threshold=2.0)
+    for method in PROCEDURES:
+        p = full.fwer_p_values(method)
+        np.testing.assert_allclose(p[tested], alone.fwer_p_values(method), err_msg=method)
+        assert (p[~tested] == 1).all() and (p[tested] <= 0.05).any(), method
+    np.testing.assert_array_equal(full.p_values[tested], alone.p_values)
+    assert (full.p_values[~tested] == 1).all()
+
+    X, Y, groups, X_test, Y_test, bands = _planted(n_vertices=6, signal=(1.0,) * 3)
+    model = BandedRidgeEncoder(bands, n_iter=3, progress_bar=False).fit(X, Y, groups)
+    family = np.array([True, False, True, True, False, False])
+    some = permutation_test(model, X, Y, groups, X_test, Y_test, n_permutations=9, split=True, tested=family,
+                            progress=False)
+    every = permutation_test(model, X, Y, groups, X_test, Y_test, n_permutations=9, split=True, progress=False)
+    for name, result in some.items():
+        np.testing.assert_allclose(result.null[:, family], every[name].null[:, family], rtol=1e-5, atol=1e-6)
+        assert np.isnan(result.null[:, ~family]).all() and (result.p_fwer[~family] == 1).all()
+        assert result.settings["n_tested"] == 3
