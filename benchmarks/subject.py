@@ -14,7 +14,9 @@ features). Then, as a user's ``brain2music fit``:
 
 It prints the machine, the seconds of each step (and of the statistics' parts), peak memory,
 the fit's search profile (vertices searched, candidate evaluations against an exhaustive search)
-and the recovery of the planted truth (AUC, FWER-significant vertices, false positives).
+the recovery of the planted truth (AUC, FWER-significant vertices, false positives) and the refit
+null's cost: its GEMM flops per second against this machine's float32 GEMM peak, measured in the same
+run.
 
     .venv/bin/python benchmarks/subject.py                       # the defaults
     .venv/bin/python benchmarks/subject.py --search random --screen -inf --family all   # as before issue 15
@@ -37,6 +39,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
 from machine import machine_info  # noqa: E402
+from ridge import gemm_peak  # noqa: E402
 
 
 def subject_config(args):
@@ -143,8 +146,21 @@ def main() -> None:
           f"search's candidate evaluations; GEMM {profile.get('gemm_flops', 0) / 1e12:.1f} TFLOP in "
           f"{profile.get('gemm_seconds', 0):.0f} s")
     r, d = recovery(run), detection(run)
-    print(f"recovery: AUC {r['auc']:.3f}; FWER 0.05: {int(run.statistics.significant().sum()):,} vertices, "
-          f"sensitivity {d['sensitivity']:.3f}, false positives {d['n_false_positives']}")
+    accuracy = "n/a (a planted space is not fitted)" if r["band_accuracy"] is None else f"{r['band_accuracy']:.3f}"
+    print(f"recovery: AUC {r['auc']:.3f}, band accuracy {accuracy}; {r['n_signal']} planted vertices, "
+          f"{int(run.model.searched_[truth.signal_vertices].sum())} of them searched; FWER 0.05: "
+          f"{int(run.statistics.significant().sum()):,} vertices, sensitivity {d['sensitivity']:.3f}, "
+          f"false positives {d['n_false_positives']}")
+    null = run.statistics.profile
+    if null:
+        peak = gemm_peak()
+        print(f"refit null: {null['seconds']:.1f} s for {args.permutations} permutations of "
+              f"{int(run.model.searched_.sum()) if args.family == 'searched' else experiment.n_vertices:,} vertices: "
+              f"GEMMs {null['gemm_flops'] / 1e12:.2f} TFLOP in {null['gemm_seconds']:.1f} s "
+              f"({null['gemm_flops'] / null['gemm_seconds'] / 1e9:.0f} GFLOP/s), scoring {null['score_seconds']:.1f} s; "
+              f"{null['gemm_flops'] / null['seconds'] / 1e9:.0f} GFLOP/s overall = "
+              f"{100 * null['gemm_flops'] / null['seconds'] / 1e9 / peak:.0f} % of this machine's float32 GEMM peak "
+              f"({peak:.0f} GFLOP/s, 4,000 x 4,000)")
     if "subset_models" in run.statistics.timings:
         print(f"variance partitioning: {2 ** len(args.spaces) - 2} subset models in "
               f"{run.statistics.timings['subset_models']:.1f} s = "

@@ -885,6 +885,10 @@ class StudyConfig(Section):
         trained on the others), on the same vertices or after functional alignment.
     group : bool
         Run the group level (``brain2music group``) on the subjects that finished.
+    share_fits : bool
+        Fit subjects with the same design (the same clips in the same runs) together: one
+        factorization of every band-weight candidate for all of them, each vertex's model the
+        same as alone (:func:`encoding.study.fit_shared`). False fits each subject on its own.
     """
 
     key: ClassVar[str] = "study"
@@ -892,6 +896,7 @@ class StudyConfig(Section):
     decode: bool = False
     cross_subject: list[str] = option(factory=list, choices=ALIGNMENTS)
     group: bool = True
+    share_fits: bool = True
 
     def check(self) -> None:
         if len(set(self.subjects)) != len(self.subjects):

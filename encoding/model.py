@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 
 import numpy as np
@@ -197,6 +198,30 @@ class BandedRidgeEncoder(RegressorMixin, BaseEstimator):
         self.band_names_ = list(self.bands)
         self.n_features_in_ = X.shape[1]
         return self
+
+    def select_targets(self, columns: np.ndarray) -> BandedRidgeEncoder:
+        """The fitted model of some of its targets: a copy whose per-vertex attributes are those of ``columns``.
+
+        Every vertex's fit depends on its own responses only, so the model of the columns of
+        ``Y`` fitted side by side with others (subjects with the same design, fitted once) is the
+        model those columns alone would get.
+
+        Parameters
+        ----------
+        columns : array of int or bool, indexing the vertices (columns of ``Y``) of the fit
+        """
+        check_is_fitted(self, "coef_")
+        part = copy.copy(self)
+        part.coef_ = self.coef_[:, columns]
+        part.best_candidate_ = self.best_candidate_[columns]
+        part.band_weights_ = self.band_weights_[:, columns]
+        part.alpha_ = self.alpha_[columns]
+        part.best_alphas_ = self.best_alphas_[:, columns]
+        part.cv_scores_ = self.cv_scores_[:, columns]
+        part.searched_ = self.searched_[columns]
+        part.fit_profile_ = {**self.fit_profile_, "n_searched": int(part.searched_.sum()),
+                             "n_targets_fitted_together": self.coef_.shape[1]}
+        return part
 
     def predict(self, X: np.ndarray, split: bool = False) -> np.ndarray:
         """Predicted responses.

@@ -160,6 +160,9 @@ class StatisticsResults:
         What was skipped and why.
     timings : dict
         Seconds per part.
+    profile : dict
+        The refit null's cost: seconds, GEMM seconds and flops, scoring seconds
+        (:func:`~encoding.stats.permutation.permutation_test`'s ``profile``).
     """
 
     settings: dict
@@ -170,6 +173,7 @@ class StatisticsResults:
     rois: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
     timings: dict = field(default_factory=dict)
+    profile: dict = field(default_factory=dict)
 
     @property
     def main(self) -> PermutationResult | None:
@@ -180,6 +184,36 @@ class StatisticsResults:
         """Vertices significant at ``alpha`` after ``correction`` (None without permutations)."""
         main = self.main
         return None if main is None else main.significant(self.settings["alpha"], self.settings["correction"])
+
+
+@dataclass
+class SharedFit:
+    """One subject's part of the models a study fitted once for several subjects with the same design.
+
+    Subjects who heard the same clips in the same runs have the same design matrices; their
+    responses, side by side, are fitted once (:func:`encoding.study.fit_shared`): every
+    band-weight candidate is factorized once for all of them, and each vertex's model is the one
+    its own responses would get alone.
+
+    Attributes
+    ----------
+    design : Design
+        This subject's design.
+    model : BandedRidgeEncoder
+        This subject's columns of the shared fit (:meth:`BandedRidgeEncoder.select_targets`).
+    subset_predictions : dict of tuple of str to ndarray, shape (n_test, n_vertices), or None
+        Test predictions of the variance-partitioning subset models, fitted the same way.
+    subjects : list of str
+        Every subject of the shared fit.
+    timings : dict
+        Seconds of the shared fit and subset models (for all its subjects together).
+    """
+
+    design: Design
+    model: BandedRidgeEncoder
+    subset_predictions: dict | None
+    subjects: list[str]
+    timings: dict
 
 
 @dataclass
@@ -194,6 +228,7 @@ class PipelineRun:
     truth: GroundTruth | None = None
     timings: dict[str, float] = field(default_factory=dict)
     statistics: StatisticsResults | None = None
+    shared_fit: dict | None = None
 
 
 def preflight(config: PipelineConfig) -> None:
@@ -381,6 +416,11 @@ def subset_n_iter(n_iter: int, n_spaces: int, n_bands: int) -> int:
     return int(np.ceil(n_iter ** ((n_spaces - 1) / (n_bands - 1)) - 1e-9))
 
 
+def partitions(cfg: StatisticsConfig, n_bands: int) -> bool:
+    """Whether the statistics step partitions the variance of ``n_bands`` feature spaces."""
+    return cfg.partition and 2 <= n_bands <= MAX_PARTITION_SPACES
+
+
 def fit_subset_models(design: Design, model_cfg: ModelConfig, progress: bool = True,
                       full_model: BandedRidgeEncoder | None = None) -> tuple[dict, dict]:
     """Fit every non-empty subset of the feature spaces with its own search; score each on the test runs.
@@ -415,13 +455,15 @@ def fit_subset_models(design: Design, model_cfg: ModelConfig, progress: bool = T
 
 def run_statistics(model: BandedRidgeEncoder, design: Design, cfg: StatisticsConfig, model_cfg: ModelConfig,
                    progress: bool = True, rois: Mapping[str, np.ndarray] | None = None,
-                   graph: SurfaceGraph | None = None) -> StatisticsResults:
+                   graph: SurfaceGraph | None = None,
+                   subset_predictions: Mapping[tuple, np.ndarray] | None = None) -> StatisticsResults:
     """Step 6: permutation tests of the test scores, variance partitioning and ROI intervals, as ``cfg`` says.
 
     ``rois`` (vertex masks, e.g. :func:`encoding.stats.report.summary_regions`) get their mean test
     R^2 and unique variance with block-bootstrap intervals (``cfg.n_bootstrap`` resamples).
     ``graph`` (the mesh of fsaverage5 data, :func:`encoding.stats.spatial.fsaverage5_graph`) lets
-    the spatial FWER procedures run.
+    the spatial FWER procedures run. ``subset_predictions``: the subset models' test predictions
+    when they were already fitted (:class:`SharedFit`).
     """
     settings = dataclasses.asdict(cfg)
     results = StatisticsResults(settings)
@@ -434,14 +476,19 @@ def run_statistics(model: BandedRidgeEncoder, design: Design, cfg: StatisticsCon
             random_state=cfg.random_state, memory_gb=model_cfg.memory_gb, fwer=cfg.fwer, graph=graph,
             cluster_threshold=cfg.cluster_threshold, standardise=cfg.standardise,
             tested=model.searched_ if cfg.family == "searched" else None, progress=progress,
+            profile=results.profile,
         )
         results.main.fwer_p_values(progress=progress)  # TFCE takes a while: here, under the step's bar
         results.timings["permutations"] = round(time.perf_counter() - start, 3)
     n_bands = len(design.bands)
-    if cfg.partition and 2 <= n_bands <= MAX_PARTITION_SPACES:
+    if partitions(cfg, n_bands):
         start = time.perf_counter()
-        scores, predictions = fit_subset_models(design, model_cfg, progress, full_model=model)
-        results.timings["subset_models"] = round(time.perf_counter() - start, 3)
+        if subset_predictions is None:
+            scores, predictions = fit_subset_models(design, model_cfg, progress, full_model=model)
+            results.timings["subset_models"] = round(time.perf_counter() - start, 3)
+        else:
+            predictions = dict(subset_predictions)
+            scores = {subset: r2_score(design.Y_test, p) for subset, p in predictions.items()}
         start = time.perf_counter()
         results.subset_scores = scores
         results.atoms = partition_variance(scores, list(design.bands))
@@ -470,7 +517,8 @@ def run_statistics(model: BandedRidgeEncoder, design: Design, cfg: StatisticsCon
 
 
 def run_pipeline(config: PipelineConfig, out_dir: str | Path | None = None, progress: bool = True,
-                 experiment: Experiment | None = None, truth: GroundTruth | None = None) -> PipelineRun:
+                 experiment: Experiment | None = None, truth: GroundTruth | None = None,
+                 shared: SharedFit | None = None) -> PipelineRun:
     """Run every step; write the outputs to ``out_dir`` when given.
 
     Parameters
@@ -482,6 +530,9 @@ def run_pipeline(config: PipelineConfig, out_dir: str | Path | None = None, prog
         Show progress bars.
     experiment, truth : optional
         An experiment already loaded (a study loads its subjects first); else ``config.data`` is loaded.
+    shared : SharedFit, optional
+        This subject's design and models from a fit shared with other subjects (a study): the
+        features, design and fit steps (and the subset models) are not run again.
 
     Returns
     -------
@@ -498,17 +549,27 @@ def run_pipeline(config: PipelineConfig, out_dir: str | Path | None = None, prog
         else:
             step.skip()
         check_against_data(config, experiment)
-        features = step("features", extract_features, experiment, config.features, progress,
-                        truth.features if truth is not None else None)
-        design = step("design", build_design, experiment, features, config.features.spaces, config.design)
+        if shared is None:
+            features = step("features", extract_features, experiment, config.features, progress,
+                            truth.features if truth is not None else None)
+            design = step("design", build_design, experiment, features, config.features.spaces, config.design)
+        else:
+            step.skip(2)
+            design = shared.design
         if config.statistics.n_permutations > 0 and config.statistics.null == "test":
             _check_block_length(config.statistics, len(design.Y_test), "the test set (repeats averaged)")
-        model = step("fit", fit_model, design, config.model, progress)
+        if shared is None:
+            model = step("fit", fit_model, design, config.model, progress)
+        else:
+            step.skip()
+            model = shared.model
         results = step("scores", score_model, model, design)
         statistics = step("statistics", run_statistics, model, design, config.statistics, config.model, progress,
                           summary_regions(experiment, config.statistics.atlas),
-                          fsaverage5_graph() if experiment.space == "fsaverage5" else None)
-        run = PipelineRun(config, experiment, design, model, results, truth, timings, statistics)
+                          fsaverage5_graph() if experiment.space == "fsaverage5" else None,
+                          None if shared is None else shared.subset_predictions)
+        run = PipelineRun(config, experiment, design, model, results, truth, timings, statistics,
+                          None if shared is None else {"subjects": shared.subjects, "timings_s": shared.timings})
         if folder is not None:
             from encoding.report import write_outputs
 
@@ -542,9 +603,9 @@ class Steps:
         self._bar.update()
         return out
 
-    def skip(self) -> None:
-        """Advance past a step that has nothing to do."""
-        self._bar.update()
+    def skip(self, n: int = 1) -> None:
+        """Advance past ``n`` steps that have nothing to do."""
+        self._bar.update(n)
 
     def close(self, done: bool) -> None:
         self._bar.leave = done

@@ -63,6 +63,7 @@ def summarize(run) -> dict:
             "form": run.model.form_, "strategy": run.model.strategy_,
             "solver_profile": {k: (round(v, 3) if isinstance(v, float) else v)
                                for k, v in run.model.fit_profile_.items()},
+            "shared_fit": run.shared_fit,
         },
         "scores": {
             "map_threshold_r2": thr,

@@ -13,15 +13,21 @@ Before any fit, every subject's data are loaded and compared: subjects whose sur
 TR, clips or feature spaces differ are named together. A subject whose folder already holds the
 outputs of the same configuration is reused (an interrupted study resumes where it stopped); a
 subject that fails is recorded and the others go on, and the study then exits with the list.
-Subjects run one after another; each subject's fit uses the dask cluster ``[model] scheduler``
-names, if any.
+Subjects with the same design (the same clips in the same runs, so the same design matrices) are
+fitted together (``[study] share_fits``, :func:`fit_shared`): their responses side by side, one
+factorization of every band-weight candidate for all of them, exact for each. Then each subject's
+scores, statistics and outputs follow one after another; the fits use the dask cluster
+``[model] scheduler`` names, if any.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import time
 import traceback
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +38,19 @@ from encoding.config import PipelineConfig, StudyConfig
 from encoding.data import Experiment
 from encoding.errors import DataError, OutputError, UserError
 from encoding.io import provenance, write_json
-from encoding.pipeline import check_against_data, load_data, preflight, run_pipeline
+from encoding.design import Design
+from encoding.pipeline import (
+    SharedFit,
+    build_design,
+    check_against_data,
+    extract_features,
+    fit_model,
+    fit_subset_models,
+    load_data,
+    partitions,
+    preflight,
+    run_pipeline,
+)
 
 MEMORY_BUDGET = 4 * 2**30  # bytes of responses kept in memory between the check and the fits
 
@@ -138,6 +156,71 @@ def check_subjects(signatures: dict[str, dict]) -> None:
     if lines:
         raise DataError("The study's subjects differ (nothing was fitted): " + "; ".join(lines)
                         + ". Fix their data or leave them out of study.subjects.")
+
+
+def design_key(design: Design) -> str:
+    """Fingerprint of what a fit depends on besides the responses: design matrices, runs and bands."""
+    digest = hashlib.sha256()
+    for array in (design.X_train, design.groups, design.X_test):
+        digest.update(repr((array.dtype.str, array.shape)).encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    digest.update(repr([(name, band.start, band.stop) for name, band in design.bands.items()]).encode())
+    return digest.hexdigest()
+
+
+def fit_shared(configs: dict[str, PipelineConfig], loaded: dict[str, tuple], progress: bool = True
+               ) -> dict[str, SharedFit]:
+    """Fit together the subjects whose designs are the same: one fit of their responses side by side.
+
+    A vertex's banded ridge (its cross-validated search, screen and successive halving included)
+    depends on the design and on its own responses only, so fitting several subjects' columns at
+    once gives each the model it would get alone (up to float32 rounding in the products), while
+    every candidate's factorization, the bulk of the fit, is computed once for all of them. The
+    subset models of variance partitioning are fitted the same way. Subjects whose design differs
+    from every other's are left to their own pipeline.
+
+    Parameters
+    ----------
+    configs : dict of str to PipelineConfig
+        Each subject's configuration (one study: the same features, design and model).
+    loaded : dict of str to (Experiment, GroundTruth or None)
+        The subjects to fit.
+    progress : bool
+
+    Returns
+    -------
+    dict of str to SharedFit
+        For every subject that shares its design with another.
+    """
+    designs = {}
+    for label, (experiment, truth) in tqdm(loaded.items(), desc="study: designs", disable=not progress):
+        cfg = configs[label]
+        features = extract_features(experiment, cfg.features, progress, truth.features if truth is not None else None)
+        designs[label] = build_design(experiment, features, cfg.features.spaces, cfg.design)
+    members = defaultdict(list)
+    for label, design in designs.items():
+        members[design_key(design)].append(label)
+    shared = {}
+    for labels in (group for group in members.values() if len(group) >= 2):
+        cfg, parts = configs[labels[0]], [designs[label] for label in labels]
+        joint = dataclasses.replace(parts[0], Y_train=np.hstack([d.Y_train for d in parts]),
+                                    Y_test=np.hstack([d.Y_test for d in parts]), Y_test_repeats=None)
+        start = time.perf_counter()
+        model = fit_model(joint, cfg.model, progress)
+        timings = {"fit": round(time.perf_counter() - start, 3)}
+        subset_predictions = None
+        if partitions(cfg.statistics, len(joint.bands)):
+            start = time.perf_counter()
+            subset_predictions = fit_subset_models(joint, cfg.model, progress, full_model=model)[1]
+            timings["subset_models"] = round(time.perf_counter() - start, 3)
+        edges = np.cumsum([0] + [d.Y_train.shape[1] for d in parts])
+        for label, design, first, stop in zip(labels, parts, edges[:-1], edges[1:]):
+            columns = np.arange(first, stop)
+            shared[label] = SharedFit(
+                design, model.select_targets(columns),
+                None if subset_predictions is None else {s: p[:, columns] for s, p in subset_predictions.items()},
+                list(labels), timings)
+    return shared
 
 
 def _reusable(folder: Path, config: PipelineConfig) -> bool:
@@ -246,6 +329,8 @@ def run_study(config: PipelineConfig, out_dir: str | Path, progress: bool = True
             loaded[label] = (experiment, truth)
     if signatures:
         check_subjects(signatures)
+    to_fit = {label: loaded[label] for label in labels if label in loaded and label not in reused}
+    shared = fit_shared(configs, to_fit, progress) if config.study.share_fits and len(to_fit) >= 2 else {}
     status: dict[str, str] = {}
     for label in tqdm(labels, desc="study: subjects", disable=not progress):
         cfg = configs[label]
@@ -254,7 +339,8 @@ def run_study(config: PipelineConfig, out_dir: str | Path, progress: bool = True
             continue
         experiment, truth = loaded.get(label, (None, None))
         try:
-            run = run_pipeline(cfg, folders[label], progress, experiment=experiment, truth=truth)
+            run = run_pipeline(cfg, folders[label], progress, experiment=experiment, truth=truth,
+                               shared=shared.pop(label, None))
             if config.study.decode:
                 run_decoding(cfg, folders[label] / "decoding", progress, experiment=run.experiment, truth=run.truth)
                 write_html_report(folders[label])  # the subject's page, now with its decoding

@@ -61,3 +61,30 @@ def test_scores_match_numpy_references():
     from sklearn.metrics import r2_score as sk_r2
 
     np.testing.assert_allclose(r2_score(y, p), sk_r2(y, p, multioutput="raw_values"), rtol=1e-5)
+
+
+def test_targets_fitted_side_by_side_get_the_model_each_would_get_alone():
+    """Two 'subjects' with the same design fitted together (a study's shared fit), then split."""
+    rng = np.random.default_rng(3)
+    n, groups = 240, np.repeat(np.arange(4), 60)
+    X = rng.standard_normal((n, 12)).astype(np.float32)
+    weights = rng.standard_normal((12, 30)) * (rng.random(30) < 0.5)  # about half the targets carry signal
+    Y1 = (X @ weights[:, :15] + 2 * rng.standard_normal((n, 15))).astype(np.float32)
+    Y2 = (X @ weights[:, 15:] + 2 * rng.standard_normal((n, 15))).astype(np.float32)
+    bands = {"a": slice(0, 4), "b": slice(4, 12)}
+
+    def fit(Y):
+        return BandedRidgeEncoder(bands, n_iter=6, backend="numpy", progress_bar=False).fit(X, Y, groups)
+
+    joint = fit(np.hstack([Y1, Y2]))
+    assert 0 < joint.searched_.sum() < 30  # the screen keeps some targets out: both paths are compared
+    for columns, Y in ((np.arange(15), Y1), (np.arange(15, 30), Y2)):
+        alone, part = fit(Y), joint.select_targets(columns)
+        # ties between candidates may break either way under float32 rounding: compare where they do not
+        same = part.best_candidate_ == alone.best_candidate_
+        assert same.mean() >= 0.9
+        np.testing.assert_array_equal(part.searched_, alone.searched_)
+        np.testing.assert_allclose(part.coef_[:, same], alone.coef_[:, same], rtol=1e-3, atol=1e-5)
+        np.testing.assert_allclose(part.predict(X), alone.predict(X), rtol=1e-2, atol=1e-2)
+        assert part.fit_profile_["n_searched"] == alone.searched_.sum()
+        assert joint.coef_.shape[1] == 30 and part.coef_.shape[1] == 15  # the joint model is not changed

@@ -91,6 +91,10 @@ def test_fast_refit_equals_refitting_with_the_chosen_hyperparameters():
                                   for k, cols in enumerate(bands.values())])
         W = np.linalg.solve(X.T.astype(np.float64) @ X + np.diag(penalty), X.T.astype(np.float64) @ Y[order, v])
         np.testing.assert_allclose(fast[:, v], X_test @ W, atol=2e-4)
+    # the flops the profile counts: one hat per vertex group (b t x q by q x n), one prediction per vertex
+    n_bands, (n_test, n_features), n_train = len(bands), X_test.shape, len(X)
+    assert model.form_ == "primal"
+    assert refit.timer.flops == 2 * n_bands * n_test * n_train * (len(refit.groups) * n_features + Y.shape[1])
 
 
 def test_permutation_test_detects_planted_signal_and_spares_the_rest():

@@ -11,6 +11,7 @@ from encoding.ridge.problem import (
     CandidateFactorization,
     FoldFactorization,
     FullFactorization,
+    GemmTimer,
     RidgeProblem,
 )
 from encoding.ridge.search import (
@@ -27,6 +28,6 @@ from encoding.ridge.search import (
     search_hyperparameters,
 )
 
-__all__ = ["CandidateFactorization", "FitCache", "FoldFactorization", "FullFactorization", "MemoryBudgetError",
-           "RidgeProblem", "ScoreJob", "SearchResult", "SelectionResult", "SerialRunner", "band_weight_candidates",
+__all__ = ["CandidateFactorization", "FitCache", "FoldFactorization", "FullFactorization", "GemmTimer",
+           "MemoryBudgetError", "RidgeProblem", "ScoreJob", "SearchResult", "SelectionResult", "SerialRunner", "band_weight_candidates",
            "batch_size_for", "fit_banded_ridge", "halving_rounds", "search_hyperparameters"]

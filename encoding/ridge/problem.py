@@ -332,7 +332,7 @@ class RidgeProblem:
         Y = b.asarray(Y, dtype=b.float32)
         alphas = b.asarray(factorization.alphas.astype(np.float32))
         scores = b.zeros((len(alphas), Y.shape[1]), dtype=b.float32)
-        timer = _GemmTimer(synchronize=b.name == "torch_cuda")
+        timer = GemmTimer(synchronize=b.name == "torch_cuda")
         if factorization.strategy == "hat":
             self._scores_hat(factorization, Y, alphas, scores, timer, b)
         else:
@@ -448,8 +448,11 @@ def _nbytes(array) -> int:
     return int(array.element_size() * array.nelement())  # torch
 
 
-class _GemmTimer:
-    """Wall time and flops of the GEMM-bound phases (CUDA is synchronised so that the time is real)."""
+class GemmTimer:
+    """Wall time and flops of the GEMM-bound phases (CUDA is synchronised so that the time is real).
+
+    ``with timer(flops): ...`` adds the block's seconds to ``seconds`` and ``flops`` to ``flops``.
+    """
 
     def __init__(self, synchronize: bool = False):
         self.seconds, self.flops = 0.0, 0

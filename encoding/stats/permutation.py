@@ -30,6 +30,7 @@ permutations.
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,7 +39,7 @@ from statsmodels.stats.multitest import multipletests
 from tqdm.auto import tqdm
 
 from encoding.config import CLUSTER_THRESHOLD, CORRECTIONS, FWER_METHODS, METRICS, NULLS, SCHEMES, SPATIAL_METHODS
-from encoding.ridge import RidgeProblem, SerialRunner, batch_size_for, search_hyperparameters
+from encoding.ridge import GemmTimer, RidgeProblem, SerialRunner, batch_size_for, search_hyperparameters
 from encoding.scoring import Scorer
 from encoding.stats.spatial import MAX_CHUNK_ELEMENTS, SurfaceGraph, cluster_statistics, map_maxima, tfce
 
@@ -398,7 +399,7 @@ def permutation_test(model, X_train: np.ndarray, Y_train: np.ndarray, groups: np
                      random_state: int | None = 0, memory_gb: float = 1.0, fwer: str = "step-down",
                      graph: SurfaceGraph | None = None, cluster_threshold: float = CLUSTER_THRESHOLD,
                      standardise: bool = False, tested: np.ndarray | None = None,
-                     progress: bool = True) -> dict[str, PermutationResult]:
+                     progress: bool = True, profile: dict | None = None) -> dict[str, PermutationResult]:
     """Permutation test of a fitted :class:`~encoding.model.BandedRidgeEncoder`'s test scores.
 
     Parameters
@@ -433,6 +434,11 @@ def permutation_test(model, X_train: np.ndarray, Y_train: np.ndarray, groups: np
         ``model.searched_``); only its vertices are permuted, the others get p = 1
         (:attr:`PermutationResult.tested`). None tests every vertex.
     progress : bool
+    profile : dict, optional
+        Filled, for the refit null, with its ``seconds``, the ``gemm_seconds`` and ``gemm_flops``
+        of its products (test hat matrices and predictions) and the ``score_seconds`` of scoring
+        the predictions: ``gemm_flops / seconds`` against the machine's GEMM rate is the fraction
+        of GEMM peak the null runs at (``benchmarks/subject.py``).
 
     Returns
     -------
@@ -480,6 +486,7 @@ def permutation_test(model, X_train: np.ndarray, Y_train: np.ndarray, groups: np
                                                                        collectors, progress)
     else:
         orders = np.stack([permutation_indices(groups, scheme, block_length, rng) for _ in range(n_permutations)])
+        start, scoring = time.perf_counter(), 0.0
         refit = _RefitNull(model, X_train, groups, X_test, family)
         chunk = refit.permutations_per_pass(memory_gb, split)
         bar = tqdm(total=len(refit.groups), desc="permutations (refit null, vertex groups)", disable=not progress)
@@ -489,12 +496,17 @@ def permutation_test(model, X_train: np.ndarray, Y_train: np.ndarray, groups: np
             for first in range(0, n_permutations, chunk):
                 ks = range(first, min(first + chunk, n_permutations))
                 predictions = refit.predictions(hat, orders[list(ks)], Y_group)  # (k, n_bands, n_test, v)
+                scored = time.perf_counter()
                 score, shares = group_scorer.band_scores(predictions, metric, split)  # (k, v), (k, bands, v)
+                scoring += time.perf_counter() - scored
                 collectors[0].add(vertices, ks, score)
                 for band, collector in enumerate(collectors[1:]):
                     collector.add(vertices, ks, shares[:, band])
             bar.update()
         bar.close()
+        if profile is not None:
+            profile.update(seconds=time.perf_counter() - start, gemm_seconds=refit.timer.seconds,
+                           gemm_flops=refit.timer.flops, score_seconds=scoring)
     return {name: dataclasses.replace(collector.result(name, settings), fwer=fwer, graph=graph,
                                       cluster_threshold=cluster_threshold, standardise=standardise, tested=tested)
             for name, collector in zip(names, collectors)}
@@ -554,6 +566,7 @@ class _RefitNull:
         keys = np.stack([model.best_candidate_[family], model.alpha_[family]]).T  # groups index the family
         unique, inverse = np.unique(keys, axis=0, return_inverse=True)
         self.groups = [(int(c), float(a), np.flatnonzero(inverse.ravel() == i)) for i, (c, a) in enumerate(unique)]
+        self.timer = GemmTimer()  # the products below: hat matrices and predictions
 
     def permutations_per_pass(self, memory_gb: float, split: bool) -> int:
         n_bands = len(self.model.bands) if split else 1
@@ -570,11 +583,11 @@ class _RefitNull:
                 current, full = candidate, self.problem.factorize_full(self.model.candidates_[candidate])
                 maps = np.stack([self.X_test[:, cols] @ full.weight_map[cols] for cols in self.model.bands.values()])
             scaled = full.components / (full.eigenvalues + np.float32(alpha))[None, :]  # A diag(1/(lam+alpha))
-            hat = maps @ scaled.T  # (n_bands, n_test, n_train)
+            with self.timer(2 * maps.shape[0] * maps.shape[1] * scaled.shape[0] * scaled.shape[1]):
+                hat = maps @ scaled.T  # (n_bands, n_test, n_train)
             yield vertices, hat if split else hat.sum(axis=0, keepdims=True)
 
-    @staticmethod
-    def predictions(hat: np.ndarray, orders: np.ndarray, Y: np.ndarray) -> np.ndarray:
+    def predictions(self, hat: np.ndarray, orders: np.ndarray, Y: np.ndarray) -> np.ndarray:
         """Test predictions of each band for each permutation, shape (n_orders, n_bands, n_test, n_vertices).
 
         One GEMM for all ``orders``: the permutations move the columns of ``H`` (large groups) or
@@ -582,13 +595,17 @@ class _RefitNull:
         """
         n_bands, n_test, n_train = hat.shape
         k, n_vertices = len(orders), Y.shape[1]
+        flops = 2 * k * n_bands * n_test * n_train * n_vertices
         if n_vertices < n_bands * n_test:
             permuted = Y[orders].transpose(1, 0, 2).reshape(n_train, k * n_vertices)  # (n, k v)
-            out = hat.reshape(n_bands * n_test, n_train) @ permuted  # (b t, k v)
+            with self.timer(flops):
+                out = hat.reshape(n_bands * n_test, n_train) @ permuted  # (b t, k v)
             return out.reshape(n_bands, n_test, k, n_vertices).transpose(2, 0, 1, 3)
         inverse = np.argsort(orders, axis=1)
         stacked = np.concatenate([hat[:, :, inv].reshape(n_bands * n_test, n_train) for inv in inverse])
-        return (stacked @ Y).reshape(k, n_bands, n_test, n_vertices)
+        with self.timer(flops):
+            out = stacked @ Y
+        return out.reshape(k, n_bands, n_test, n_vertices)
 
 
 class _SelectionNull:

@@ -236,7 +236,8 @@ def statistics_arrays(statistics) -> dict[str, np.ndarray]:
 def statistics_summary(statistics, n_vertices: int) -> dict:
     """JSON-ready numbers of the statistics step."""
     s = statistics.settings
-    out: dict = {"settings": dict(s), "notes": list(statistics.notes), "timings_s": dict(statistics.timings)}
+    out: dict = {"settings": dict(s), "notes": list(statistics.notes), "timings_s": dict(statistics.timings),
+                 "null_profile": {k: float(v) for k, v in statistics.profile.items()}}
     main = statistics.main
     if main is not None:
         significant = main.significant(s["alpha"], s["correction"])
