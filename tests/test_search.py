@@ -6,7 +6,14 @@ import pytest
 from test_ridge import make_problem
 
 from encoding.design import zscore
-from encoding.ridge import RidgeProblem, band_weight_candidates, fit_banded_ridge, halving_rounds
+from encoding.ridge import (
+    RidgeProblem,
+    SerialRunner,
+    band_weight_candidates,
+    fit_banded_ridge,
+    halving_rounds,
+    search_hyperparameters,
+)
 from encoding.scoring import r2_score
 
 
@@ -84,3 +91,35 @@ def test_screen_keeps_vertices_whose_plain_ridge_scores_above_it():
     assert result.searched[1::2].all() and not result.searched[::2].any()
     np.testing.assert_allclose(result.coef[:, ~result.searched], plain.coef[:, ~result.searched], atol=1e-6)
     assert np.isnan(result.cv_scores[1:, ~result.searched]).all()
+
+
+def test_a_runner_keeps_factorizations_up_to_its_budget_and_scores_the_same(monkeypatch):
+    """A permutation null calls the search again and again on new columns: kept factorizations are
+    not made again, the memory they hold stays within ``keep_gb``, and the choices do not change."""
+    import encoding.ridge.search as search_module
+
+    X, Y, groups, bands, *_ = planted()
+    alphas, candidates = np.logspace(-1, 4, 11), band_weight_candidates(3, 6, random_state=1)
+    problem = RidgeProblem(X, groups, bands)
+    made = []
+    real = search_module._factorize_task
+    monkeypatch.setattr(search_module, "_factorize_task", lambda *a: made.append(a[-1]) or real(*a))
+
+    def twice(keep_gb):
+        runner = SerialRunner(problem, 50, keep_gb=keep_gb)
+        made.clear()
+        results = [search_hyperparameters(runner, 8, Y, alphas, candidates, "folds", "halving", None,
+                                          progress=False) for _ in range(2)]
+        return runner, len(made), results
+
+    none, made_none, results_none = twice(0.0)
+    assert not none.kept and made_none > 2 * len(candidates)  # halving: several fold sets per candidate, twice
+    everything, made_all, results_all = twice(1.0)
+    assert 2 * made_all == made_none and len(everything.kept) == made_all  # the second search made none
+    one = max(f.nbytes for f in everything.kept.values())
+    some, made_some, _ = twice(2.5 * one / 2**30)
+    assert sum(f.nbytes for f in some.kept.values()) <= 2.5 * one and len(some.kept) >= 2
+    assert made_all < made_some < made_none
+    for a, b in zip(results_none + results_all, results_all + results_none):
+        np.testing.assert_array_equal(a.best_candidate, b.best_candidate)
+        np.testing.assert_array_equal(a.best_alpha_index, b.best_alpha_index)

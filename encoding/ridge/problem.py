@@ -116,6 +116,21 @@ class CandidateFactorization:
         """Validation folds the scores cover (all of them with ``hat``)."""
         return len(self.run_inverses) if self.full is not None else len(self.folds)
 
+    @property
+    def nbytes(self) -> int:
+        """Memory its arrays hold (bytes)."""
+        arrays = [self.gamma, self.alphas, self.usable, *self.run_inverses]
+        for fold in self.folds:
+            arrays += [fold.train, fold.val, fold.basis, fold.eigenvalues, fold.val_map]
+        if self.full is not None:
+            arrays += [self.full.components, self.full.eigenvalues, self.full.weight_map]
+        return sum(_nbytes(a) for a in arrays if a is not None)
+
+
+def _nbytes(array) -> int:
+    """Bytes of a numpy array or a torch tensor."""
+    return int(array.nbytes) if hasattr(array, "nbytes") else array.element_size() * array.nelement()
+
 
 @dataclass
 class RidgeProblem:

@@ -465,26 +465,27 @@ class SerialRunner:
     size : int
         Vertices (columns) per task.
     cache : FitCache or None
-    keep_factorizations : bool
-        Keep every job's factorization for later calls (a permutation null scoring many chunks of
-        columns with the same candidates); the memory of all candidates' factorizations is then held.
+    keep_gb : float
+        Keep jobs' factorizations for later calls, up to this much memory (GiB; a permutation null
+        scores many chunks of columns with the same candidates); the ones beyond it are made again
+        when a later call needs them. 0 keeps none.
     """
 
-    def __init__(self, problem: RidgeProblem, size: int, cache: FitCache | None = None,
-                 keep_factorizations: bool = False):
+    def __init__(self, problem: RidgeProblem, size: int, cache: FitCache | None = None, keep_gb: float = 0.0):
         self.problem = problem
         self.size = size
         self.cache = cache
-        self.kept = {} if keep_factorizations else None  # (candidate, folds) -> factorization, across calls
+        self.keep_bytes = keep_gb * 2**30
+        self.kept = {}  # (candidate, folds) -> factorization, across calls
 
     def _factorize(self, candidates, job: ScoreJob, alphas, strategy, profile):
         key = (job.candidate, job.folds)
-        if self.kept is not None and key in self.kept:
+        if key in self.kept:
             return self.kept[key]
         began = time.perf_counter()
         factorization = _factorize_task(self.problem, candidates[job.candidate], alphas, strategy, job.folds)
         profile["factorize_seconds"] = profile.get("factorize_seconds", 0.0) + time.perf_counter() - began
-        if self.kept is not None:
+        if sum(f.nbytes for f in self.kept.values()) + factorization.nbytes <= self.keep_bytes:
             self.kept[key] = factorization
         return factorization
 

@@ -424,7 +424,8 @@ def permutation_test(model, X_train: np.ndarray, Y_train: np.ndarray, groups: np
     random_state : int or None
     memory_gb : float
         Bound on the permutations' working memory (the null maps kept, ``4 n_permutations
-        n_vertices`` bytes per statistic, come on top).
+        n_vertices`` bytes per statistic, come on top); the selection null also keeps candidates'
+        factorizations for all its chunks of permutations up to this much.
     fwer, graph, cluster_threshold, standardise
         FWER procedure of the results, the mesh the spatial procedures need, and how the
         statistic is scaled (:class:`PermutationResult`); every procedure can be had afterwards from the same null
@@ -631,14 +632,14 @@ class _SelectionNull:
         self.X_test = np.asarray(X_test, dtype=np.float32)
         self.memory_gb = memory_gb
         self.columns = batch_size_for(self.problem, 2**31, len(self.alphas), self.strategy, memory_gb)
-        self.runner = SerialRunner(self.problem, self.columns, keep_factorizations=True)
+        self.runner = SerialRunner(self.problem, self.columns, keep_gb=memory_gb)
 
     def select(self, Y: np.ndarray, orders: np.ndarray, progress: bool):
         """Best candidate and alpha of every (permutation, vertex), shapes (n_permutations, n_vertices).
 
         The fit's own search (:func:`encoding.ridge.search.search_hyperparameters`: its screen and
-        successive halving) runs on chunks of stacked permuted columns; every factorization is made
-        once and kept for all chunks.
+        successive halving) runs on chunks of stacked permuted columns; factorizations are made
+        once and kept for all chunks up to ``memory_gb`` (those beyond are made again per chunk).
         """
         k, (n, n_vertices) = len(orders), Y.shape
         candidate = np.zeros((k, n_vertices), dtype=np.int32)
