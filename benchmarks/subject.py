@@ -19,7 +19,7 @@ null's cost: its GEMM flops per second against this machine's float32 GEMM peak,
 run.
 
     .venv/bin/python benchmarks/subject.py                       # the defaults
-    .venv/bin/python benchmarks/subject.py --search random --screen -inf --family all   # as before issue 15
+    .venv/bin/python benchmarks/subject.py --search random --screen=-inf --family all   # as before issue 15
     .venv/bin/python benchmarks/subject.py --permutations 100    # a shorter statistics step
     .venv/bin/python benchmarks/subject.py --spaces logmel modulation caption   # 3 spaces, 7 models
 """

@@ -335,7 +335,9 @@ def markdown_report(summary: dict, figures: dict[str, str]) -> str:
         "",
         f"Feature spaces (dimensions): {', '.join(f'{k} ({v})' for k, v in summary['features'].items())}; "
         f"FIR delays {summary['design']['delays_tr']} TRs. Model: {m['estimator']}, {m['cv']}, "
-        f"{m['n_iter']} band-weight candidates, alphas {m['alphas'][0]:.0e} to {m['alphas'][-1]:.0e}.",
+        f"{m['n_iter']} band-weight candidates, alphas {m['alphas'][0]:.0e} to {m['alphas'][-1]:.0e}."
+        + (f" One fit for {', '.join(f'sub-{s}' for s in m['shared_fit']['subjects'])} (the same design; "
+           "each vertex's model is the one its own responses give alone)." if m.get("shared_fit") else ""),
         "",
         "## Scores on held-out test runs",
         "",

@@ -114,6 +114,7 @@ def test_subjects_with_the_same_design_fitted_together_get_what_each_gets_alone(
     for label in ("sim01", "sim02"):
         shared = json.loads((tmp_path / "shared" / f"sub-{label}" / "summary.json").read_text())["model"]
         assert shared["shared_fit"]["subjects"] == ["sim01", "sim02"]
+        assert "One fit for sub-sim01, sub-sim02" in (tmp_path / "shared" / f"sub-{label}" / "report.md").read_text()
         assert json.loads((tmp_path / "alone" / f"sub-{label}" / "summary.json").read_text())["model"][
             "shared_fit"] is None
         a, b = (np.load(tmp_path / folder / f"sub-{label}" / "results.npz") for folder in ("shared", "alone"))
