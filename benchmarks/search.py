@@ -7,7 +7,9 @@ without the screen:
 
 - ``random``: the first ``n`` band-weight candidates (equal weights, then Dirichlet samples), every
   candidate on every fold for every vertex;
-- ``halving``: the same first ``n`` candidates by successive halving.
+- ``halving``: the same first ``n`` candidates by successive halving (with the ``folds`` strategy,
+  which halving needs: with ``hat`` one factorization scores every fold, so every candidate sees
+  every fold; the ``auto`` strategy takes ``hat`` for these 706 vertices alone).
 
 For each it prints the candidate evaluations per vertex (one candidate scored on every fold for one
 vertex counts 1; random search's are ``n``), the fit time and the mean test R^2 over the vertices.
@@ -51,7 +53,7 @@ def main() -> None:
     for search, sizes in (("random", args.random), ("halving", args.halving)):
         for n in sizes:
             model = BandedRidgeEncoder(bands, alphas=ALPHAS, n_iter=pool[:n], search=search, screen=None,
-                                       progress_bar=False)
+                                       strategy="folds" if search == "halving" else "auto", progress_bar=False)
             start = time.perf_counter()
             model.fit(X, Y, groups)
             seconds = time.perf_counter() - start
