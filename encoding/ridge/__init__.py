@@ -29,5 +29,5 @@ from encoding.ridge.search import (
 )
 
 __all__ = ["CandidateFactorization", "FitCache", "FoldFactorization", "FullFactorization", "GemmTimer",
-           "MemoryBudgetError", "RidgeProblem", "ScoreJob", "SearchResult", "SelectionResult", "SerialRunner", "band_weight_candidates",
-           "batch_size_for", "fit_banded_ridge", "halving_rounds", "search_hyperparameters"]
+           "MemoryBudgetError", "RidgeProblem", "ScoreJob", "SearchResult", "SelectionResult", "SerialRunner",
+           "band_weight_candidates", "batch_size_for", "fit_banded_ridge", "halving_rounds", "search_hyperparameters"]
