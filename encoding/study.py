@@ -168,6 +168,18 @@ def design_key(design: Design) -> str:
     return digest.hexdigest()
 
 
+def _runs_key(experiment: Experiment) -> str:
+    """Fingerprint of what a design is built from besides the shared clips: runs, events, regressors."""
+    digest = hashlib.sha256()
+    for run in experiment.runs:
+        digest.update(repr((run.role, run.n_trs, run.tr)).encode())
+        digest.update(run.events.to_csv().encode())
+        for name, values in sorted((run.regressors or {}).items()):
+            digest.update(name.encode())
+            digest.update(np.ascontiguousarray(values).tobytes())
+    return digest.hexdigest()
+
+
 def fit_shared(configs: dict[str, PipelineConfig], loaded: dict[str, tuple], progress: bool = True
                ) -> dict[str, SharedFit]:
     """Fit together the subjects whose designs are the same: one fit of their responses side by side.
@@ -177,7 +189,8 @@ def fit_shared(configs: dict[str, PipelineConfig], loaded: dict[str, tuple], pro
     once gives each the model it would get alone (up to float32 rounding in the products), while
     every candidate's factorization, the bulk of the fit, is computed once for all of them. The
     subset models of variance partitioning are fitted the same way. Subjects whose design differs
-    from every other's are left to their own pipeline.
+    from every other's are left to their own pipeline (their designs are not built here when their
+    runs, events or regressors already differ).
 
     Parameters
     ----------
@@ -192,8 +205,12 @@ def fit_shared(configs: dict[str, PipelineConfig], loaded: dict[str, tuple], pro
     dict of str to SharedFit
         For every subject that shares its design with another.
     """
+    runs = defaultdict(list)  # only subjects whose runs match another's can share a design: build those
+    for label, (experiment, _) in loaded.items():
+        runs[_runs_key(experiment)].append(label)
+    candidates = {label: loaded[label] for group in runs.values() if len(group) >= 2 for label in group}
     designs = {}
-    for label, (experiment, truth) in tqdm(loaded.items(), desc="study: designs", disable=not progress):
+    for label, (experiment, truth) in tqdm(candidates.items(), desc="study: designs", disable=not progress):
         cfg = configs[label]
         features = extract_features(experiment, cfg.features, progress, truth.features if truth is not None else None)
         designs[label] = build_design(experiment, features, cfg.features.spaces, cfg.design)
