@@ -4,7 +4,8 @@ A simulated study of ``--subjects`` subjects with ds003720's design (12 training
 clips and 6 test runs repeating 40 held-out clips, 410 TRs, fsaverage5's 20,484 vertices; every
 subject hears the same clips in the same runs, with its own noise, weights and territories),
 fitted with ``logmel`` and ``caption`` (4 delays, 1,664 features) and the default model, then the
-variance-partitioning subset models, two ways on the same designs in one run:
+variance-partitioning subset models (on the tested family and the ROIs, as the pipeline fits them),
+two ways on the same designs in one run:
 
 - ``alone``: each subject's fit and subset models on its own (``[study] share_fits = false``);
 - ``together``: :func:`encoding.study.fit_shared`, the subjects' responses side by side.
@@ -37,7 +38,9 @@ def main() -> None:
     print(machine_info())
 
     from encoding.config import PipelineConfig
-    from encoding.pipeline import build_design, extract_features, fit_model, fit_subset_models
+    from encoding.pipeline import (build_design, extract_features, fit_model, fit_subset_models,
+                                   partition_targets)
+    from encoding.stats.report import summary_regions
     from encoding.scoring import r2_score
     from encoding.simulation import simulate_experiment
     from encoding.study import fit_shared, subject_config
@@ -65,7 +68,8 @@ def main() -> None:
                               cfg.features.spaces, cfg.design)
         start = time.perf_counter()
         model = fit_model(design, cfg.model, False)
-        fit_subset_models(design, cfg.model, False, full_model=model)
+        targets = partition_targets(model, cfg.statistics, summary_regions(experiment, cfg.statistics.atlas))
+        fit_subset_models(design, cfg.model, False, full_model=model, targets=targets)
         seconds["alone"] += time.perf_counter() - start
         alone[label] = (r2_score(design.Y_test, model.predict(design.X_test)), design)
         print(f"  alone: sub-{label} {time.perf_counter() - start:.1f} s", flush=True)

@@ -664,7 +664,10 @@ class StatisticsConfig(Section):
     family : {"searched", "all"}
         Vertices tested: those the fit's screen kept for the band-weight search (leave-one-run-out
         R^2 of plain ridge above ``model.screen_r2``; chosen on training data only, so the test
-        stays exact, and the others are reported with p = 1), or every vertex.
+        stays exact, and the others are reported with p = 1), or every vertex. Variance
+        partitioning follows: with ``"searched"`` its subset models are fitted on the tested
+        vertices and the ROI summary's regions only (unique variance is tested within the
+        significant vertices), the other vertices' atoms are NaN.
     alpha : float
         Significance level, in (0, 1).
     partition : bool

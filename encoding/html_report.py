@@ -564,8 +564,9 @@ def _statistics(st: dict) -> str:
             ("false-positive rate", p["false_positive_rate"]), ("false positives", p["n_false_positives"])])]
     if "partition" in st:
         parts += ["<h3>Variance partitioning</h3>", _table(
-            ["component", "mean over significant targets", "share of targets < 0"],
-            [[name, v["mean_in_significant"], v["fraction_negative"]] for name, v in st["partition"].items()]),
+            ["component", "mean over significant targets", "targets estimated", "share of them < 0"],
+            [[name, v["mean_in_significant"], v.get("n_estimated"), v["fraction_negative"]]
+             for name, v in st["partition"].items()]),
             _table(["feature space", f"targets with significant unique variance (bootstrap, FDR ≤ {s['alpha']:g})"],
                    [[k, v] for k, v in st.get("unique_significant_fdr", {}).items()])]
     parts += [_note(note) for note in st.get("notes", [])]

@@ -147,9 +147,11 @@ class StatisticsResults:
     permutation : dict of str to PermutationResult or None
         ``"r2"`` (or ``"r"``) and ``"split_r2:<band>"``.
     subset_scores : dict of tuple to ndarray or None
-        Test R^2 of every subset model, shape (n_vertices,) each.
+        Test R^2 of every subset model, shape (n_vertices,) each; NaN where the subset models were
+        not fitted (:func:`partition_targets`).
     atoms : dict of tuple to ndarray or None
-        Raw unique (one space) and shared (several) variance, shape (n_vertices,) each.
+        Raw unique (one space) and shared (several) variance, shape (n_vertices,) each; NaN where
+        the subset models were not fitted.
     unique_tests : dict of str to dict or None
         Per space: bootstrap ``ci_low``, ``ci_high``, ``p`` of its unique variance, and ``p_fdr``
         adjusted over the vertices where the full model is significant (NaN elsewhere).
@@ -422,11 +424,25 @@ def partitions(cfg: StatisticsConfig, n_bands: int) -> bool:
 
 
 def fit_subset_models(design: Design, model_cfg: ModelConfig, progress: bool = True,
-                      full_model: BandedRidgeEncoder | None = None) -> tuple[dict, dict]:
+                      full_model: BandedRidgeEncoder | None = None, targets: np.ndarray | None = None
+                      ) -> tuple[dict, dict]:
     """Fit every non-empty subset of the feature spaces with its own search; score each on the test runs.
 
     Each subset gets the alpha grid of the full model and ``subset_n_iter`` band-weight candidates;
-    ``full_model``, when given, is the already fitted model of all spaces.
+    ``full_model``, when given, is the already fitted model of all spaces. A vertex's model depends
+    on its own responses only, so fitting the subset models on ``targets`` alone gives those
+    vertices what a fit on every vertex would (up to float32 rounding and candidate ties).
+
+    Parameters
+    ----------
+    design : Design
+    model_cfg : ModelConfig
+    progress : bool
+    full_model : BandedRidgeEncoder or None
+    targets : ndarray of bool, shape (n_vertices,), or None
+        The vertices whose variance is partitioned (:func:`partition_targets`); the other
+        vertices' subset-model scores and predictions are NaN (the full model's stay whole).
+        None: every vertex.
 
     Returns
     -------
@@ -434,6 +450,8 @@ def fit_subset_models(design: Design, model_cfg: ModelConfig, progress: bool = T
     predictions : dict of tuple of str to ndarray, shape (n_test, n_vertices)
     """
     names = list(design.bands)
+    columns_fitted = slice(None) if targets is None else np.flatnonzero(targets)
+    Y_train = design.Y_train[:, columns_fitted]
     scores, predictions = {}, {}
     for subset in subsets(names):
         if full_model is not None and len(subset) == len(names):
@@ -447,10 +465,32 @@ def fit_subset_models(design: Design, model_cfg: ModelConfig, progress: bool = T
             bands[s] = slice(start, start + width)
             start += width
         model = make_encoder(bands, model_cfg, progress, subset_n_iter(model_cfg.n_iter, len(subset), len(names)))
-        model.fit(design.X_train[:, columns], design.Y_train, design.groups)
-        predictions[subset] = model.predict(design.X_test[:, columns])
+        model.fit(design.X_train[:, columns], Y_train, design.groups)
+        fitted = model.predict(design.X_test[:, columns])
+        if targets is None:
+            predictions[subset] = fitted
+        else:
+            predictions[subset] = np.full(design.Y_test.shape, np.nan, dtype=fitted.dtype)
+            predictions[subset][:, columns_fitted] = fitted
         scores[subset] = r2_score(design.Y_test, predictions[subset])
     return scores, predictions
+
+
+def partition_targets(model: BandedRidgeEncoder, cfg: StatisticsConfig,
+                      rois: Mapping[str, np.ndarray] | None = None) -> np.ndarray | None:
+    """The vertices whose variance the statistics step partitions: the tested family and the ROIs.
+
+    With ``cfg.family == "searched"`` the permutation test, and so the hierarchical test of unique
+    variance within its significant vertices, considers only the vertices the fit's screen kept
+    (``model.searched_``); the subset models are fitted there and on the ROIs' vertices (whose
+    means get intervals), and other vertices' atoms are NaN. ``family == "all"``: None (every vertex).
+    """
+    if cfg.family == "all":
+        return None
+    targets = np.asarray(model.searched_, dtype=bool).copy()
+    for mask in (rois or {}).values():
+        targets |= np.asarray(mask, dtype=bool)
+    return targets
 
 
 def run_statistics(model: BandedRidgeEncoder, design: Design, cfg: StatisticsConfig, model_cfg: ModelConfig,
@@ -484,7 +524,8 @@ def run_statistics(model: BandedRidgeEncoder, design: Design, cfg: StatisticsCon
     if partitions(cfg, n_bands):
         start = time.perf_counter()
         if subset_predictions is None:
-            scores, predictions = fit_subset_models(design, model_cfg, progress, full_model=model)
+            scores, predictions = fit_subset_models(design, model_cfg, progress, full_model=model,
+                                                    targets=partition_targets(model, cfg, rois))
             results.timings["subset_models"] = round(time.perf_counter() - start, 3)
         else:
             predictions = dict(subset_predictions)

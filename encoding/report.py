@@ -288,10 +288,13 @@ def statistics_markdown(summary: dict) -> list[str]:
                      f"({fmt(p['sensitivity_share_above_0.1'], '.3f')} where the planted share is at least 0.1), "
                      f"false-positive rate {fmt(p['false_positive_rate'], '.4f')} ({p['n_false_positives']} vertices).")
     if "partition" in st:
-        lines += ["", "| variance component | mean over significant vertices | share of vertices < 0 |", "|---|---|---|"]
+        lines += ["", "| variance component | mean over significant vertices | vertices estimated | share of them < 0 |",
+                  "|---|---|---|---|"]
         for name, v in st["partition"].items():
             mean = "n/a" if v["mean_in_significant"] is None else f"{v['mean_in_significant']:.4f}"
-            lines.append(f"| {name} | {mean} | {v['fraction_negative']:.2f} |")
+            negative = "n/a" if v["fraction_negative"] is None else f"{v['fraction_negative']:.2f}"
+            estimated = "n/a" if v.get("n_estimated") is None else f"{v['n_estimated']:,}"
+            lines.append(f"| {name} | {mean} | {estimated} | {negative} |")
         lines.append("")
         lines.append("Vertices with significant unique variance (bootstrap, FDR ≤ " + f"{s['alpha']:g}): "
                      + ", ".join(f"{k} {v:,}" for k, v in st["unique_significant_fdr"].items()) + ".")

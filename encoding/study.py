@@ -47,10 +47,12 @@ from encoding.pipeline import (
     fit_model,
     fit_subset_models,
     load_data,
+    partition_targets,
     partitions,
     preflight,
     run_pipeline,
 )
+from encoding.stats.report import summary_regions
 
 MEMORY_BUDGET = 4 * 2**30  # bytes of responses kept in memory between the check and the fits
 
@@ -226,11 +228,15 @@ def fit_shared(configs: dict[str, PipelineConfig], loaded: dict[str, tuple], pro
         model = fit_model(joint, cfg.model, progress)
         timings = {"fit": round(time.perf_counter() - start, 3)}
         subset_predictions = None
+        edges = np.cumsum([0] + [d.Y_train.shape[1] for d in parts])
         if partitions(cfg.statistics, len(joint.bands)):
             start = time.perf_counter()
-            subset_predictions = fit_subset_models(joint, cfg.model, progress, full_model=model)[1]
+            targets = [partition_targets(model.select_targets(np.arange(first, stop)), cfg.statistics,
+                                         summary_regions(loaded[label][0], cfg.statistics.atlas))
+                       for label, first, stop in zip(labels, edges[:-1], edges[1:])]
+            subset_predictions = fit_subset_models(joint, cfg.model, progress, full_model=model,
+                                                   targets=None if targets[0] is None else np.concatenate(targets))[1]
             timings["subset_models"] = round(time.perf_counter() - start, 3)
-        edges = np.cumsum([0] + [d.Y_train.shape[1] for d in parts])
         for label, design, first, stop in zip(labels, parts, edges[:-1], edges[1:]):
             columns = np.arange(first, stop)
             shared[label] = SharedFit(

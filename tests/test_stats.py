@@ -279,6 +279,54 @@ def test_partition_recovers_planted_unique_and_shared_variance():
     np.testing.assert_allclose(atoms[("a", "b")], share["s"], atol=0.04)
 
 
+def test_subset_models_on_some_vertices_match_the_fit_on_all_and_leave_the_rest_out():
+    """Fitting the subset models on a vertex mask (the tested family and the ROIs) gives those
+    vertices the atoms, bootstrap tests and ROI means a fit on every vertex gives; the other
+    vertices are NaN and the ROI means leave them out."""
+    from types import SimpleNamespace
+
+    from encoding.config import ModelConfig
+    from encoding.pipeline import fit_subset_models, make_encoder
+    from encoding.stats import unique_bootstrap
+    from encoding.stats.bootstrap import roi_intervals
+
+    rng = np.random.default_rng(5)
+    n_runs, run_length, n_test, n_vertices = 4, 150, 300, 8
+    n = n_runs * run_length + n_test
+    a, b = rng.standard_normal((n, 6)), rng.standard_normal((n, 6))
+    X = np.hstack([a, b]).astype(np.float32)
+    signal = a @ rng.standard_normal((6, n_vertices)) * np.linspace(0.2, 1, n_vertices) + b @ rng.standard_normal(
+        (6, n_vertices)) * np.linspace(1, 0.2, n_vertices)
+    Y = (zscore(signal) + rng.standard_normal((n, n_vertices))).astype(np.float32)
+    design = SimpleNamespace(X_train=X[:-n_test], Y_train=Y[:-n_test], groups=np.repeat(np.arange(n_runs), run_length),
+                             X_test=X[-n_test:], Y_test=Y[-n_test:], bands={"a": slice(0, 6), "b": slice(6, 12)})
+    targets = np.arange(n_vertices) % 3 != 1
+    cfg = ModelConfig(n_iter=5)
+    full = make_encoder(design.bands, cfg, progress=False).fit(design.X_train, design.Y_train, design.groups)
+    every_scores, every = fit_subset_models(design, cfg, progress=False, full_model=full)
+    some_scores, some = fit_subset_models(design, cfg, progress=False, full_model=full, targets=targets)
+    np.testing.assert_array_equal(some_scores[("a", "b")], every_scores[("a", "b")])  # the full model: whole
+    for subset in (("a",), ("b",)):
+        assert np.isnan(some_scores[subset][~targets]).all() and np.isnan(some[subset][:, ~targets]).all()
+        np.testing.assert_allclose(some_scores[subset][targets], every_scores[subset][targets], atol=2e-3)
+    atoms = partition_variance(some_scores, ["a", "b"])
+    assert np.isnan(atoms[("a",)][~targets]).all()
+    tests = unique_bootstrap(design.Y_test, some, ["a", "b"], n_bootstrap=200, random_state=0)
+    reference = unique_bootstrap(design.Y_test, every, ["a", "b"], n_bootstrap=200, random_state=0)
+    for space in ("a", "b"):
+        assert np.isnan(tests[space]["p"][~targets]).all()
+        np.testing.assert_allclose(tests[space]["estimate"][targets], reference[space]["estimate"][targets], atol=3e-3)
+        np.testing.assert_allclose(tests[space]["se"][targets], reference[space]["se"][targets], rtol=0.05, atol=1e-3)
+    # an ROI over fitted and unfitted vertices: its unique variance is the mean over the fitted ones
+    rois = roi_intervals(design.Y_test, some, ["a", "b"], {"roi": np.ones(n_vertices, bool)}, 200, random_state=0)
+    fitted_only = roi_intervals(design.Y_test, every, ["a", "b"], {"roi": targets}, 200, random_state=0)
+    whole = roi_intervals(design.Y_test, every, ["a", "b"], {"roi": np.ones(n_vertices, bool)}, 200, random_state=0)
+    np.testing.assert_allclose(rois.loc["roi", "unique_a"], fitted_only.loc["roi", "unique_a"], atol=3e-3)
+    np.testing.assert_allclose(rois.loc["roi", "test_r2"], whole.loc["roi", "test_r2"], rtol=1e-6)
+    none = roi_intervals(design.Y_test, some, ["a", "b"], {"roi": ~targets}, 200, random_state=0)
+    assert np.isnan(none.loc["roi", "unique_a"]) and np.isfinite(none.loc["roi", "test_r2"])
+
+
 def test_unique_bootstrap_standard_error_and_error_rates():
     """The block-bootstrap standard error matches the spread of the estimate over independent test
     sets; a space with no unique variance is rarely declared significant, a planted one is found."""

@@ -87,7 +87,8 @@ def roi_intervals(Y_test: np.ndarray, predictions: Mapping[tuple[str, ...], np.n
     Y_test : ndarray, shape (n_test, n_vertices)
     predictions : mapping of tuple of str to ndarray, shape (n_test, n_vertices)
         The full model's test prediction under ``tuple(spaces)``; with the leave-one-space-out
-        models' predictions too, unique variance gets intervals.
+        models' predictions too, unique variance gets intervals (over the ROI's vertices where
+        they are not NaN; NaN for an ROI without any).
     spaces : sequence of str
     masks : mapping of str to ndarray of bool, shape (n_vertices,)
         The ROIs (empty ones are left out).
@@ -107,8 +108,7 @@ def roi_intervals(Y_test: np.ndarray, predictions: Mapping[tuple[str, ...], np.n
     if not masks:
         return pd.DataFrame()
     columns = np.flatnonzero(np.any(list(masks.values()), axis=0))
-    weights = np.stack([mask[columns] for mask in masks.values()], axis=1) / np.array(
-        [mask.sum() for mask in masks.values()])  # (n_columns, n_rois): ROI means
+    members = np.stack([mask[columns] for mask in masks.values()], axis=1).astype(np.float64)  # (n_columns, n_rois)
     Y = np.asarray(Y_test, dtype=np.float64)[:, columns]
     pred = {model: np.asarray(p, dtype=np.float64)[:, columns] for model, p in predictions.items()}
     boot = BlockBootstrap(len(Y), n_bootstrap, block_length, random_state)
@@ -123,8 +123,11 @@ def roi_intervals(Y_test: np.ndarray, predictions: Mapping[tuple[str, ...], np.n
         if rest is not None:  # unique variance: the full model's R^2 minus the model without the space
             estimate = estimate - r2_score(Y, pred[rest])
             replicates = replicates - boot.r2(Y, pred[rest], total_squares)
-        roi_replicates = replicates @ weights
-        out[name] = estimate @ weights
+        estimated = np.isfinite(estimate)  # vertices without a subset model's prediction are left out
+        with np.errstate(invalid="ignore", divide="ignore"):
+            weights = members * estimated[:, None] / (members * estimated[:, None]).sum(axis=0)  # ROI means
+        roi_replicates = np.where(estimated, replicates, 0.0) @ weights
+        out[name] = np.where(estimated, estimate, 0.0) @ weights
         out[f"{name}_ci_low"] = np.percentile(roi_replicates, tails, axis=0)
         out[f"{name}_ci_high"] = np.percentile(roi_replicates, 100 - tails, axis=0)
     return pd.DataFrame(out, index=list(masks))

@@ -108,7 +108,8 @@ def unique_bootstrap(Y_test: np.ndarray, predictions: Mapping[tuple[str, ...], n
     ----------
     Y_test : ndarray, shape (n_test, n_vertices)
     predictions : mapping of tuple of str to ndarray, shape (n_test, n_vertices)
-        Test predictions of the full model and of each leave-one-space-out model.
+        Test predictions of the full model and of each leave-one-space-out model; vertices where
+        one is NaN (not fitted, :func:`encoding.pipeline.fit_subset_models`) get NaN results.
     spaces : sequence of str
     n_bootstrap : int
     block_length : int
@@ -128,11 +129,13 @@ def unique_bootstrap(Y_test: np.ndarray, predictions: Mapping[tuple[str, ...], n
     spaces = tuple(spaces)
     Y = np.asarray(Y_test, dtype=np.float64)
     boot = BlockBootstrap(len(Y), n_bootstrap, block_length, random_state)
-    out = {space: {key: np.empty(Y.shape[1]) for key in ("estimate", "se", "ci_low", "ci_high", "p")}
+    out = {space: {key: np.full(Y.shape[1], np.nan) for key in ("estimate", "se", "ci_low", "ci_high", "p")}
            for space in spaces}
+    models = [spaces] + [tuple(s for s in spaces if s != space) for space in spaces]
+    estimated = np.flatnonzero(np.all([np.isfinite(predictions[m]).all(axis=0) for m in models], axis=0))
     chunk = max(1, int(2**27 // (8 * n_bootstrap * 4)))  # about 128 MiB of replicates at a time
-    for first in range(0, Y.shape[1], chunk):
-        columns = slice(first, first + chunk)
+    for first in range(0, estimated.size, chunk):
+        columns = estimated[first:first + chunk]
         y = Y[:, columns]
         total_squares = boot.total_squares(y)
 

@@ -128,10 +128,13 @@ def methods_paragraph(cfg, design, model, statistics=None, n_vertices: int | Non
         )
     if statistics is not None and statistics.atoms is not None:
         n_models = 2 ** len(design.bands) - 1
+        estimated = int(np.isfinite(next(iter(statistics.atoms.values()))).sum())
         text.append(
             f"Unique and shared variance were estimated by variance partitioning: all {n_models} subset models were "
             f"fitted with their own hyperparameter search (the same alphas; band-weight candidates keeping the full "
-            f"search's density per simplex axis), and the variance explained by each combination of feature spaces "
+            f"search's density per simplex axis)" + (
+                f", on the {estimated} vertices of the tested family and of the regions of interest,"
+                if estimated < n_vertices else "") + f" and the variance explained by each combination of feature spaces "
             f"was obtained from their test R\u00b2 by set theory (inclusion-exclusion); negative estimates were kept "
             f"in tables and set to zero in maps. Unique variance was tested against zero (one-sided z-test with the "
             f"standard error of a moving-block bootstrap of the test volumes, {statistics.settings['n_bootstrap']} "
@@ -256,7 +259,9 @@ def statistics_summary(statistics, n_vertices: int) -> dict:
         mask = statistics.significant() if main is not None else np.ones(n_vertices, bool)
         out["partition"] = {
             atom_name(atom): {"mean_in_significant": float(values[mask].mean()) if mask.any() else None,
-                              "fraction_negative": float((values < 0).mean())}
+                              "fraction_negative": float((values[np.isfinite(values)] < 0).mean())
+                              if np.isfinite(values).any() else None,
+                              "n_estimated": int(np.isfinite(values).sum())}
             for atom, values in statistics.atoms.items()
         }
         out["unique_significant_fdr"] = {space: int((t["p_fdr"] <= s["alpha"]).sum())
@@ -312,7 +317,8 @@ def roi_table(statistics, results, masks: dict[str, np.ndarray]) -> pd.DataFrame
             row["fraction_significant"] = float(main.significant(s["alpha"], s["correction"])[mask].mean())
         if statistics.atoms is not None:
             for space, test in statistics.unique_tests.items():
-                row[f"unique_{space}"] = float(statistics.atoms[(space,)][mask].mean())
+                values = statistics.atoms[(space,)][mask]
+                row[f"unique_{space}"] = float(np.nanmean(values)) if np.isfinite(values).any() else np.nan
                 row[f"unique_{space}_fraction_fdr"] = float((test["p_fdr"][mask] <= s["alpha"]).mean())
         if statistics.rois is not None and name in statistics.rois.index:
             row |= {k: float(v) for k, v in statistics.rois.loc[name].items() if k.endswith(("_ci_low", "_ci_high"))}
