@@ -53,11 +53,9 @@ def main() -> None:
     config.study.subjects = ["all"]
     labels = sim.subject_labels()
     configs = {label: subject_config(config, label) for label in labels}
-    loaded, planted = {}, None
+    loaded, heard = {}, None
     for label in labels:
-        loaded[label] = simulate_experiment(configs[label].data.simulation, progress=False,
-                                            planted_features=planted)
-        planted = loaded[label][1].features
+        loaded[label] = heard = simulate_experiment(configs[label].data.simulation, progress=False, heard=heard)
     print(f"problem: {args.subjects} subjects x 18 runs x 410 TRs x 20,484 vertices; logmel + caption, "
           f"{config.model.n_iter} candidates, search {config.model.search}, screen_r2 {config.model.screen_r2:g}")
 

@@ -335,14 +335,14 @@ def run_study(config: PipelineConfig, out_dir: str | Path, progress: bool = True
     reused = {label for label in labels if _reusable(folders[label], configs[label])
               and (not config.study.decode or _reusable(folders[label] / "decoding", configs[label]))}
     needed = labels if config.study.cross_subject else [label for label in labels if label not in reused]
-    loaded, signatures, size, planted = {}, {}, 0, None
+    loaded, signatures, size, heard = {}, {}, 0, None
     for label in tqdm(needed, desc="study: checking subjects", disable=not progress):  # reused ones were checked
         params = configs[label].features.params
         if configs[label].data.source == "simulation":
             from encoding.simulation import simulate_experiment
 
-            experiment, truth = simulate_experiment(configs[label].data.simulation, params, progress, planted)
-            planted = truth.features  # every simulated subject hears the same clips
+            experiment, truth = simulate_experiment(configs[label].data.simulation, params, progress, heard)
+            heard = experiment, truth  # every simulated subject hears the same clips
         else:
             experiment, truth = load_data(configs[label].data, params, progress)
         check_against_data(configs[label], experiment)

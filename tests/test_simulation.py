@@ -1,5 +1,7 @@
 """The simulated experiment: its design, its planted ground truth, its noise and its seeds."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -73,6 +75,21 @@ def test_full_simulation_is_reproducible(sim):
     exp, _ = sim
     for r1, r2 in zip(exp.runs, again.runs):
         np.testing.assert_array_equal(r1.responses, r2.responses)
+
+
+def test_a_study_subject_simulated_from_another_ones_clips_is_the_subject_simulated_alone():
+    """The clips and planted features of subject 1 serve subject 2 (the study reuses them): subject 2
+    is then exactly what it is simulated alone, and differs from subject 1."""
+    params = {"caption": {"model": "lsa"}}
+    first = simulate_experiment(small(n_subjects=2, subject=1), params, progress=False)
+    alone, _ = simulate_experiment(small(n_subjects=2, subject=2), params, progress=False)
+    reused, _ = simulate_experiment(small(n_subjects=2, subject=2), params, progress=False, heard=first)
+    for a, b, other in zip(alone.runs, reused.runs, first[0].runs):
+        np.testing.assert_array_equal(a.responses, b.responses)
+        assert not np.allclose(a.responses, other.responses)
+    more = dataclasses.replace(small(n_subjects=2, subject=2), n_test_clips=4)
+    with pytest.raises(ValueError, match="9 clips at 8000 Hz are not the 10 clips"):
+        simulate_experiment(more, params, progress=False, heard=first)
 
 
 def test_captions_describe_the_attributes():

@@ -173,17 +173,21 @@ def null_rates(design, rest, live, null, scheme, n_repetitions, n_vertices=300, 
     graph = fsaverage5_graph()
     n_train, n_test = len(design.X_train), len(design.X_test)
     rng = np.random.default_rng(seed)
-    uncorrected, familywise = [], {m: [] for m in methods}
-    for repetition in range(n_repetitions):
+    patches, trains, tests = [], [], []
+    for _ in range(n_repetitions):
         start = rng.integers(0, len(rest))
         rows = (start + np.arange(n_train + n_test)) % len(rest)
-        vertices = cortex_patch(rng, graph, live, n_vertices)
-        Y = rest[rows][:, vertices]
-        Y_train = np.concatenate([zscore(Y[:n_train][design.groups == g]) for g in np.unique(design.groups)])
-        Y_test = zscore(Y[n_train:])
-        model = BandedRidgeEncoder(design.bands, n_iter=3, progress_bar=False, random_state=repetition,
-                                   screen=screen)
-        model.fit(design.X_train, Y_train, design.groups)
+        patches.append(cortex_patch(rng, graph, live, n_vertices))
+        Y = rest[rows][:, patches[-1]]
+        trains.append(np.concatenate([zscore(Y[:n_train][design.groups == g]) for g in np.unique(design.groups)]))
+        tests.append(zscore(Y[n_train:]))
+    # every vertex's fit depends on its own responses only: one fit of all the patches side by side
+    # is each patch's own fit (select_targets), with the design's factorizations made once
+    fitted = BandedRidgeEncoder(design.bands, n_iter=3, progress_bar=False, random_state=seed, screen=screen)
+    fitted.fit(design.X_train, np.hstack(trains), design.groups)
+    uncorrected, familywise = [], {m: [] for m in methods}
+    for repetition, (vertices, Y_train, Y_test) in enumerate(zip(patches, trains, tests)):
+        model = fitted.select_targets(np.arange(n_vertices) + repetition * n_vertices)
         tested = model.searched_ if screen is not None else None
         result = permutation_test(model, design.X_train, Y_train, design.groups, design.X_test, Y_test,
                                   n_permutations=n_permutations, null=null, scheme=scheme, metric="r",

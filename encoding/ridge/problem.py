@@ -457,12 +457,6 @@ def _eigh(matrix, b):
     return b.clip(eigenvalues, 0, None), vectors
 
 
-def _nbytes(array) -> int:
-    if hasattr(array, "nbytes"):
-        return int(array.nbytes)
-    return int(array.element_size() * array.nelement())  # torch
-
-
 class GemmTimer:
     """Wall time and flops of the GEMM-bound phases (CUDA is synchronised so that the time is real).
 

@@ -37,7 +37,7 @@ def simulate_experiment(
     config: SimulationConfig | None = None,
     feature_params: Mapping[str, dict] | None = None,
     progress: bool = True,
-    planted_features: Mapping[str, dict] | None = None,
+    heard: tuple[Experiment, GroundTruth] | None = None,
 ) -> tuple[Experiment, GroundTruth]:
     """Simulate one subject listening to synthetic music, with planted ground truth.
 
@@ -52,9 +52,9 @@ def simulate_experiment(
         Parameters of the planted spaces' extractors (default parameters otherwise).
     progress : bool
         Show progress bars.
-    planted_features : mapping of space name to frames, optional
-        The planted spaces' features of these clips, when already extracted (another subject's
-        ``truth.features``): the simulation then skips extraction.
+    heard : (Experiment, GroundTruth), optional
+        Another subject of the same study (every subject hears the same clips): its clips and
+        planted features are used as they are instead of being synthesized and extracted again.
 
     Returns
     -------
@@ -66,7 +66,14 @@ def simulate_experiment(
     feature_params = feature_params or {}
     rng = np.random.default_rng(cfg.seed)
     n_train = cfg.n_train_runs * cfg.clips_per_run
-    clips = synthesize_clips(n_train + cfg.n_test_clips, cfg.clip_duration, cfg.sample_rate, seed=cfg.seed)
+    if heard is None:
+        clips = synthesize_clips(n_train + cfg.n_test_clips, cfg.clip_duration, cfg.sample_rate, seed=cfg.seed)
+        known = {}
+    else:
+        clips, known = heard[0].clips, heard[1].features
+        if len(clips.ids) != n_train + cfg.n_test_clips or clips.sample_rate != cfg.sample_rate:
+            raise ValueError(f"heard: another subject's {len(clips.ids)} clips at {clips.sample_rate} Hz are not "
+                             f"the {n_train + cfg.n_test_clips} clips at {cfg.sample_rate} Hz of this simulation.")
     order = list(rng.permutation(clips.ids))
     shifts = None
     if cfg.n_subjects > 1:  # a study member: its own stream for weights, noise and anatomy
@@ -84,7 +91,7 @@ def simulate_experiment(
     signal_vertices = np.flatnonzero(shares.sum(axis=0) > 0)
     weights, signals, planted_features = {}, [], {}
     for k, space in enumerate(tqdm(spaces, desc="simulation: planted spaces", disable=not progress, leave=False)):
-        frames = (planted_features[space] if planted_features and space in planted_features else
+        frames = (known[space] if space in known else
                   get_extractor(space, **feature_params.get(space, {})).extract(clips, progress=progress))
         planted_features[space] = frames
         on_trs = [align_to_trs(frames, ev, n, cfg.tr) for ev, n in zip(events, n_trs)]
