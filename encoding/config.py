@@ -589,8 +589,9 @@ class ModelConfig(Section):
         fold (:class:`encoding.model.BandedRidgeEncoder`).
     screen_r2 : float
         Vertices whose leave-one-run-out R^2 with equal band weights (plain ridge) is at most
-        this keep that model; only the others get the band-weight search. ``-inf`` searches
-        every vertex.
+        this keep that model; only the others get the band-weight search. Vertices at or below
+        ``min(screen_r2, 0)`` on the first third of the folds stop there (``BandedRidgeEncoder``'s
+        ``screen``). ``-inf`` searches every vertex.
     random_state : int
         Seed of the random search.
     """

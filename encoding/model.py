@@ -79,9 +79,12 @@ class BandedRidgeEncoder(RegressorMixin, BaseEstimator):
     screen : float or None
         Vertices whose leave-one-run-out R^2 with equal band weights (the first candidate, plain
         ridge) is at most ``screen`` keep that model and are not searched further; the others get
-        the full band-weight search. None searches every vertex. Training data only: the screen is
-        part of the model (``benchmarks/subject.py`` measures its effect on test scores and on the
-        null).
+        the full band-weight search. With the ``folds`` strategy and at least 6 runs, every vertex
+        is scored on a third of the folds first and only those whose R^2 there is above
+        ``min(screen, 0)`` on the others (``encoding.ridge.search.screen_folds``); the rest keep
+        plain ridge at the alpha best on those folds. None searches every vertex. Training data
+        only: the screen is part of the model (``benchmarks/subject.py`` measures its effect on
+        test scores and on the null).
     random_state : int or None
         Seed of the random search.
     progress_bar : bool

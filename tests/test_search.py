@@ -12,6 +12,7 @@ from encoding.ridge import (
     band_weight_candidates,
     fit_banded_ridge,
     halving_rounds,
+    screen_folds,
     search_hyperparameters,
 )
 from encoding.scoring import r2_score
@@ -91,6 +92,35 @@ def test_screen_keeps_vertices_whose_plain_ridge_scores_above_it():
     assert result.searched[1::2].all() and not result.searched[::2].any()
     np.testing.assert_allclose(result.coef[:, ~result.searched], plain.coef[:, ~result.searched], atol=1e-6)
     assert np.isnan(result.cv_scores[1:, ~result.searched]).all()
+
+
+def test_the_screen_stops_columns_no_better_than_zero_on_its_first_folds():
+    """With 9 runs the screen scores every column on runs 0-2 first and goes on only where plain
+    ridge beats zero there; a column is searched where its mean over all 9 folds beats the screen.
+    Against plain ridge scored fold by fold: the same columns searched, the same alphas kept."""
+    X, Y, groups, bands, *_ = planted(n_runs=9, seed=5)
+    alphas, candidates = np.logspace(-1, 4, 8), band_weight_candidates(3, 6, random_state=0)
+    problem = RidgeProblem(X, groups, bands)
+    per_fold = np.stack([problem.cv_scores(problem.factorize(candidates[0], alphas, "folds", [f]), Y)
+                         for f in range(9)])  # (fold, alpha, column)
+    first, every = per_fold[:3].mean(axis=0), per_fold.mean(axis=0)
+    stays, passes = first.max(axis=0) > 0, every.max(axis=0) > 0.01
+    clear = (np.abs(first.max(axis=0)) > 1e-5) & (np.abs(every.max(axis=0) - 0.01) > 1e-5)  # float32 sums
+    result = fit_banded_ridge(problem, Y, alphas, candidates, strategy="folds", search="halving", screen=0.01,
+                              progress=False)
+    assert screen_folds(9, "folds") == (0, 1, 2) and screen_folds(9, "hat") == () and screen_folds(5, "folds") == ()
+    assert (~stays).sum() > 20 and (stays & ~passes).sum() > 10 and (stays & passes).sum() > 30
+    np.testing.assert_array_equal(result.searched[clear], (stays & passes)[clear])
+    stopped, kept = clear & ~stays, clear & stays & ~passes
+    assert (result.best_candidate[stopped | kept] == 0).all()
+    np.testing.assert_array_equal(result.best_alpha[stopped], alphas[first[:, stopped].argmax(axis=0)])
+    np.testing.assert_allclose(result.cv_scores[0, stopped], first.max(axis=0)[stopped], atol=1e-6)
+    np.testing.assert_array_equal(result.best_alpha[kept], alphas[every[:, kept].argmax(axis=0)])
+    # screen = -inf stops nothing: every column is scored on every fold and searched
+    everything = fit_banded_ridge(problem, Y, alphas, candidates, strategy="folds", search="halving",
+                                  screen=-np.inf, progress=False)
+    assert everything.searched.all()
+    np.testing.assert_allclose(everything.cv_scores[0], every.max(axis=0), atol=1e-6)
 
 
 def test_a_runner_keeps_factorizations_up_to_its_budget_and_scores_the_same(monkeypatch):

@@ -25,9 +25,11 @@ from encoding.ridge.search import (
     batch_size_for,
     fit_banded_ridge,
     halving_rounds,
+    screen_folds,
     search_hyperparameters,
 )
 
 __all__ = ["CandidateFactorization", "FitCache", "FoldFactorization", "FullFactorization", "GemmTimer",
            "MemoryBudgetError", "RidgeProblem", "ScoreJob", "SearchResult", "SelectionResult", "SerialRunner",
-           "band_weight_candidates", "batch_size_for", "fit_banded_ridge", "halving_rounds", "search_hyperparameters"]
+           "band_weight_candidates", "batch_size_for", "fit_banded_ridge", "halving_rounds", "screen_folds",
+           "search_hyperparameters"]
